@@ -1,0 +1,307 @@
+/*
+ * arena.c - the machine: its frames, their free list, giving freed frames
+ * back to the operating system, the balloon's frames, and the record pools.
+ *
+ * A frame is in exactly one state: free (on the free list), used (mapped by
+ * one or more ptes; maybe a KSM page) or balloon (held by the balloon
+ * driver).  free_frames + used_frames + balloon_frames == nr_frames.
+ *
+ * Freed frames go to the head of the free list at once and into `pending`;
+ * when `pending` fills up, or at the end of each public call that frees
+ * frames, ke_release_flush() madvises MADV_DONTNEED over those still free,
+ * coalescing neighbours, so that the Python process's resident memory
+ * follows the machine's own accounting at a syscall per run of frames, not
+ * per frame.  A released frame reads zero (FR_ZEROED) until reused.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define PENDING_MAX 8192
+
+static void *reserve(uint64_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity)
+{
+    memset(p, 0, sizeof(*p));
+    p->base = reserve((uint64_t)size * capacity);
+    if (!p->base)
+        return -ENOMEM;
+    p->size = size;
+    p->capacity = capacity;
+    p->top = 1; /* entry 0 means "none" */
+    return 0;
+}
+
+void ke_pool_destroy(struct ke_pool *p)
+{
+    if (p->base)
+        munmap(p->base, (uint64_t)p->size * p->capacity);
+    p->base = NULL;
+}
+
+/* Returns a zeroed entry's index, or 0 when the pool is exhausted. */
+uint32_t ke_pool_alloc(struct ke_pool *p)
+{
+    uint32_t idx = p->free_head;
+    if (idx) {
+        p->free_head = *(uint32_t *)pool_at(p, idx);
+    } else {
+        if (p->top >= p->capacity)
+            return 0;
+        idx = p->top++;
+    }
+    memset(pool_at(p, idx), 0, p->size);
+    p->in_use++;
+    return idx;
+}
+
+void ke_pool_free(struct ke_pool *p, uint32_t idx)
+{
+    assert(idx && idx < p->top && p->in_use);
+    memset(pool_at(p, idx), 0, p->size);
+    *(uint32_t *)pool_at(p, idx) = p->free_head;
+    p->free_head = idx;
+    p->in_use--;
+}
+
+int ke_machine_new(uint64_t nr_frames, ke_machine **out)
+{
+    ke_machine *m;
+    uint32_t pfn;
+    int err = -ENOMEM;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (nr_frames == 0 || nr_frames >= PFN_NONE - 1)
+        return -EINVAL;
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->nr_frames = (uint32_t)nr_frames;
+    m->arena_bytes = nr_frames * PAGE_SIZE;
+    m->arena = reserve(m->arena_bytes);
+    m->frames = reserve(nr_frames * sizeof(struct ke_frame));
+    m->pending = malloc(PENDING_MAX * sizeof(uint32_t));
+    m->mms = reserve((uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
+    if (!m->arena || !m->frames || !m->pending || !m->mms)
+        goto fail;
+    m->mm_top = 1;
+    /* Items: one per tracked virtual page; nodes: at most two per frame. */
+    if (ke_pool_init(&m->items, sizeof(struct ke_rmap_item), 1u << 28))
+        goto fail;
+    if (ke_pool_init(&m->nodes, sizeof(struct ke_stable_node),
+                     (uint32_t)(2 * nr_frames + 16)))
+        goto fail;
+    /* Free list in address order, every frame zero. */
+    for (pfn = 0; pfn < m->nr_frames; pfn++) {
+        m->frames[pfn].count = FR_ZEROED;
+        m->frames[pfn].aux = pfn + 1 < m->nr_frames ? pfn + 1 : PFN_NONE;
+    }
+    m->free_head = 0;
+    m->free_frames = nr_frames;
+    m->cfg.max_page_sharing = 256;
+    m->cfg.smart_scan = 1;
+    m->cfg.prune_millisecs = 2000;
+    {
+        static const uint8_t zero[PAGE_SIZE];
+        m->zero_checksum = ke_page_checksum(zero, 0);
+    }
+    *out = m;
+    return 0;
+fail:
+    ke_machine_free(m);
+    return err;
+}
+
+void ke_machine_free(ke_machine *m)
+{
+    uint32_t i;
+    if (!m)
+        return;
+    if (m->mms) {
+        for (i = 1; i < m->mm_top; i++)
+            if (m->mms[i].top)
+                ke_mm_destroy(m, i);
+        munmap(m->mms, (uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
+    }
+    ke_pool_destroy(&m->items);
+    ke_pool_destroy(&m->nodes);
+    if (m->arena)
+        munmap(m->arena, m->arena_bytes);
+    if (m->frames)
+        munmap(m->frames, (uint64_t)m->nr_frames * sizeof(struct ke_frame));
+    free(m->pending);
+    free(m);
+}
+
+int ke_machine_counts(const ke_machine *m, struct ke_mem_counts *out)
+{
+    if (!m || !out)
+        return -EINVAL;
+    out->nr_frames = m->nr_frames;
+    out->free_frames = m->free_frames;
+    out->used_frames = m->used_frames;
+    out->balloon_frames = m->balloon_frames;
+    out->ksm_frames = m->ksm_frames;
+    out->released_frames = m->released_frames;
+    return 0;
+}
+
+/*
+ * Fault injection: the next `after` passes through `point` succeed, then
+ * `count` fail.  Returns true when this pass must fail.
+ */
+bool ke_fault_fires(ke_machine *m, int point)
+{
+    struct ke_fault *f = &m->faults[point];
+    if (!f->count)
+        return false;
+    if (f->after) {
+        f->after--;
+        return false;
+    }
+    f->count--;
+    return true;
+}
+
+int ke_fault_inject(ke_machine *m, int point, uint64_t after, uint64_t count)
+{
+    if (!m || point < 0 || point >= KE_FAULT_NR)
+        return -EINVAL;
+    m->faults[point].after = after;
+    m->faults[point].count = count;
+    return 0;
+}
+
+/*
+ * Takes a frame off the free list for a process (state used, map count 0:
+ * the caller maps it).  need_zero: the caller will not overwrite the whole
+ * page, so its memory must read zero.  Returns PFN_NONE when none is free.
+ */
+uint32_t ke_frame_alloc(ke_machine *m, bool need_zero)
+{
+    uint32_t pfn = m->free_head;
+    struct ke_frame *f;
+
+    if (pfn == PFN_NONE)
+        return PFN_NONE;
+    f = &m->frames[pfn];
+    assert(!(f->count & (FR_USED | FR_BALLOON)));
+    m->free_head = f->aux;
+    if (need_zero && !(f->count & FR_ZEROED))
+        memset(frame_mem(m, pfn), 0, PAGE_SIZE);
+    f->count = FR_USED;
+    f->aux = 0;
+    m->free_frames--;
+    m->used_frames++;
+    return pfn;
+}
+
+static void frame_free(ke_machine *m, uint32_t pfn)
+{
+    struct ke_frame *f = &m->frames[pfn];
+    if (m->nr_pending == PENDING_MAX)
+        ke_release_flush(m);
+    f->count = FR_PENDING;
+    f->aux = m->free_head;
+    m->free_head = pfn;
+    m->free_frames++;
+    m->pending[m->nr_pending++] = pfn;
+}
+
+/*
+ * Drops one mapping of a used frame; frees it when none is left.  A KSM
+ * frame's stable node goes with it (ksm.c asserts it has no rmap_items).
+ */
+void ke_frame_put(ke_machine *m, uint32_t pfn)
+{
+    struct ke_frame *f = &m->frames[pfn];
+    assert(f->count & FR_USED);
+    assert(f->count & FR_MAPCOUNT_MASK);
+    f->count--;
+    if (f->count & FR_MAPCOUNT_MASK)
+        return;
+    if (f->count & FR_KSM) {
+        ksm_stable_node_free_frame(m, f->aux);
+        m->ksm_frames--;
+    }
+    m->used_frames--;
+    frame_free(m, pfn);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Gives the pending free frames' memory back to the OS (see top). */
+int ke_release_flush(ke_machine *m)
+{
+    uint32_t i, n = 0, start, end;
+    if (!m)
+        return -EINVAL;
+    /* Keep the frames still free and pending; reused ones dropped out. */
+    for (i = 0; i < m->nr_pending; i++) {
+        uint32_t pfn = m->pending[i];
+        if (m->frames[pfn].count & FR_PENDING)
+            m->pending[n++] = pfn;
+    }
+    qsort(m->pending, n, sizeof(uint32_t), cmp_u32);
+    i = 0;
+    while (i < n) {
+        /* one run of consecutive frames (a frame may be listed twice) */
+        uint32_t j = i + 1;
+        while (j < n && m->pending[j] <= m->pending[j - 1] + 1)
+            j++;
+        start = m->pending[i];
+        end = m->pending[j - 1] + 1;
+        madvise(frame_mem(m, start), (uint64_t)(end - start) * PAGE_SIZE,
+                MADV_DONTNEED);
+        for (uint32_t pfn = start; pfn < end; pfn++)
+            m->frames[pfn].count = FR_ZEROED;
+        m->released_frames += end - start;
+        i = j;
+    }
+    m->nr_pending = 0;
+    return 0;
+}
+
+int ke_balloon_frame_alloc(ke_machine *m, uint32_t *pfn_out)
+{
+    uint32_t pfn;
+    if (!m || !pfn_out)
+        return -EINVAL;
+    if (ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+        return -ENOMEM;
+    pfn = ke_frame_alloc(m, false);
+    if (pfn == PFN_NONE)
+        return -ENOMEM;
+    m->frames[pfn].count = FR_BALLOON | 1;
+    m->used_frames--;
+    m->balloon_frames++;
+    /* A loaned page's contents are gone: give its memory back now. */
+    madvise(frame_mem(m, pfn), PAGE_SIZE, MADV_DONTNEED);
+    *pfn_out = pfn;
+    return 0;
+}
+
+int ke_balloon_frame_free(ke_machine *m, uint32_t pfn)
+{
+    if (!m || pfn >= m->nr_frames || !(m->frames[pfn].count & FR_BALLOON))
+        return -EINVAL;
+    m->balloon_frames--;
+    m->used_frames++;
+    m->frames[pfn].count = FR_USED | 1;
+    ke_frame_put(m, pfn);
+    return 0;
+}

@@ -1,0 +1,899 @@
+/*
+ * ksm.c - Kernel Samepage Merging's per-page machinery, as mm/ksm.c of
+ * Linux 6.x does it (and, with cfg.compat_2009, as the 2009 patch did).
+ *
+ * Data structures (see internal.h for the fields):
+ *
+ * rmap_item: one per virtual page KSM has looked at, found through the
+ *   rmap slot beside the page's pte.  It is in at most one tree:
+ *   - RI_UNSTABLE: put in the unstable tree during pass `seqnr`.  The tree
+ *     is emptied at the start of every pass by dropping its root (nodes are
+ *     not unlinked one by one), so an item flagged unstable is really in the
+ *     tree only if its seqnr is the current pass's; pages_unshared counts the
+ *     flag, as the kernel does.
+ *   - RI_STABLE: hangs on a stable node's list of rmap_items.
+ *
+ * stable node: one per KSM page (frame flagged FR_KSM, frame.aux = node).
+ *   The stable tree holds plain nodes and chain heads, ordered by the
+ *   content of their pages.  When a content has max_page_sharing mappings
+ *   on every KSM page holding it, another KSM page for it is made and the
+ *   node turns into a chain: a chain head in the tree whose dups are the
+ *   KSM pages of that content (stable_node_chains, stable_node_dups).
+ *
+ * Counters follow the kernel exactly: stable_tree_append() bumps
+ * pages_shared for a node's first rmap_item and pages_sharing for every
+ * other; remove_rmap_item_from_tree() undoes it.  One difference, on
+ * purpose: the kernel takes an rmap_item off its stable node lazily (when
+ * ksmd next passes it, or prunes a stale node), we do it the moment its pte
+ * stops mapping the KSM page (COW, unmap, exit), through the hooks mm.c
+ * calls, so pages_shared + pages_sharing always equals the mappings of KSM
+ * pages that KSM knows of.  Once ksmd has passed, the two agree.
+ *
+ * The engine is single threaded per machine and synchronous, so the
+ * kernel's races (a page changing between checksum and merge, stale nodes
+ * found under lock) cannot happen; what can fail is getting a frame (break
+ * COW when the arena is full) and, by fault injection, stable_tree_insert.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+static const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
+
+/* --- the two trees --- */
+
+#define RB_FN(name) unstable_rb_##name
+#define RB_L(i) (item_at(m, i)->link[0])
+#define RB_R(i) (item_at(m, i)->link[1])
+#define RB_P(i) (item_at(m, i)->link[2])
+#define RB_RED(i) (item_at(m, i)->flags & RI_RED)
+#define RB_SET_RED(i) (item_at(m, i)->flags |= RI_RED)
+#define RB_SET_BLACK(i) (item_at(m, i)->flags &= (uint8_t)~RI_RED)
+#define RB_COPY_COLOR(d, s)                                                   \
+    (item_at(m, d)->flags = (uint8_t)((item_at(m, d)->flags & ~RI_RED) |      \
+                                      (item_at(m, s)->flags & RI_RED)))
+#include "rbtree_impl.h"
+#undef RB_FN
+#undef RB_L
+#undef RB_R
+#undef RB_P
+#undef RB_RED
+#undef RB_SET_RED
+#undef RB_SET_BLACK
+#undef RB_COPY_COLOR
+
+#define RB_FN(name) stable_rb_##name
+#define RB_L(i) (node_at(m, i)->rb[0])
+#define RB_R(i) (node_at(m, i)->rb[1])
+#define RB_P(i) (node_at(m, i)->rb[2])
+#define RB_RED(i) (node_at(m, i)->red)
+#define RB_SET_RED(i) (node_at(m, i)->red = 1)
+#define RB_SET_BLACK(i) (node_at(m, i)->red = 0)
+#define RB_COPY_COLOR(d, s) (node_at(m, d)->red = node_at(m, s)->red)
+#include "rbtree_impl.h"
+#undef RB_FN
+#undef RB_L
+#undef RB_R
+#undef RB_P
+#undef RB_RED
+#undef RB_SET_RED
+#undef RB_SET_BLACK
+#undef RB_COPY_COLOR
+
+static inline int memcmp_pages(ke_machine *m, uint32_t a, uint32_t b)
+{
+    m->st.memcmps++;
+    return memcmp(frame_mem(m, a), frame_mem(m, b), PAGE_SIZE);
+}
+
+/* The frame the pte of an rmap_item maps, PFN_NONE if none. */
+static uint32_t item_pfn(const ke_machine *m, const struct ke_rmap_item *it)
+{
+    const struct ke_mm *mm = &m->mms[it->mm];
+    const struct pt_leaf *leaf = pt_leaf_lookup(mm, it->vpn);
+    uint32_t pte;
+    if (!leaf)
+        return PFN_NONE;
+    pte = leaf->pte[it->vpn & (PT_LEAF_SIZE - 1)];
+    return pte == PTE_NONE || pte == PTE_ZERO ? PFN_NONE : pte - 1;
+}
+
+/* --- rmap_items --- */
+
+static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm, uint32_t vpn)
+{
+    uint32_t idx = ke_pool_alloc(&m->items);
+    struct ke_rmap_item *it;
+    if (!idx)
+        return 0;
+    it = item_at(m, idx);
+    it->mm = mm;
+    it->vpn = vpn;
+    it->flags = RI_INUSE;
+    m->st.rmap_items++;
+    m->mms[mm].ksm_rmap_items++;
+    return idx;
+}
+
+static void rmap_item_free(ke_machine *m, uint32_t idx)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
+    m->st.rmap_items--;
+    m->mms[it->mm].ksm_rmap_items--;
+    ke_pool_free(&m->items, idx);
+}
+
+static inline bool is_page_sharing_candidate_n(const ke_machine *m,
+                                               const struct ke_stable_node *n,
+                                               uint32_t offset)
+{
+    return n->rmap_hlist_len && n->rmap_hlist_len + offset < m->cfg.max_page_sharing;
+}
+
+static inline bool is_page_sharing_candidate(const ke_machine *m,
+                                             const struct ke_stable_node *n)
+{
+    return m->cfg.compat_2009 || is_page_sharing_candidate_n(m, n, 0);
+}
+
+static void stable_node_erase(ke_machine *m, uint32_t node);
+
+/*
+ * Takes an rmap_item out of the tree it is in (stable node list or the
+ * unstable tree), fixing the counters.  Leaves it allocated.
+ */
+static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    if (it->flags & RI_STABLE) {
+        uint32_t node = it->link[0], next = it->link[1], prev = it->link[2];
+        struct ke_stable_node *sn = node_at(m, node);
+        if (prev)
+            item_at(m, prev)->link[1] = next;
+        else
+            sn->hlist = next;
+        if (next)
+            item_at(m, next)->link[2] = prev;
+        if (sn->hlist)
+            m->st.pages_sharing--;
+        else
+            m->st.pages_shared--;
+        m->mms[it->mm].ksm_merging_pages--;
+        assert(sn->rmap_hlist_len > 0);
+        sn->rmap_hlist_len--;
+        it->flags &= (uint8_t)~RI_STABLE;
+        it->link[0] = it->link[1] = it->link[2] = 0;
+        /*
+         * 2009: the stable tree's nodes were the rmap_items themselves, so
+         * a KSM page whose last rmap_item left dropped out of the tree.
+         */
+        if (m->cfg.compat_2009 && !sn->hlist) {
+            m->frames[sn->kpfn].aux = 0;
+            stable_node_erase(m, node);
+        }
+    } else if (it->flags & RI_UNSTABLE) {
+        uint8_t age = (uint8_t)(m->seqnr - it->seqnr);
+        assert(age <= 1);
+        if (!age)
+            unstable_rb_erase(m, &m->unstable_root, idx);
+        m->st.pages_unshared--;
+        it->flags &= (uint8_t)~(RI_UNSTABLE | RI_RED);
+        it->link[0] = it->link[1] = it->link[2] = 0;
+    }
+}
+
+/* Hangs an rmap_item on a stable node (mm/ksm.c stable_tree_append). */
+static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    struct ke_stable_node *sn = node_at(m, node);
+    assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
+    assert(sn->kind == SN_PLAIN || sn->kind == SN_DUP);
+    sn->rmap_hlist_len++;
+    it->link[0] = node;
+    it->link[1] = sn->hlist;
+    it->link[2] = 0;
+    if (sn->hlist)
+        item_at(m, sn->hlist)->link[2] = idx;
+    sn->hlist = idx;
+    it->flags |= RI_STABLE;
+    if (it->link[1])
+        m->st.pages_sharing++;
+    else
+        m->st.pages_shared++;
+    m->mms[it->mm].ksm_merging_pages++;
+}
+
+/* --- hooks mm.c calls --- */
+
+void ksm_item_write_hook(ke_machine *m, uint32_t idx)
+{
+    item_at(m, idx)->flags &= (uint8_t)~RI_CLEAN;
+}
+
+void ksm_item_leave_stable(ke_machine *m, uint32_t idx)
+{
+    if (item_at(m, idx)->flags & RI_STABLE)
+        remove_rmap_item_from_tree(m, idx);
+}
+
+void ksm_item_unmap(ke_machine *m, uint32_t idx)
+{
+    remove_rmap_item_from_tree(m, idx);
+    rmap_item_free(m, idx);
+}
+
+/* --- stable nodes and chains --- */
+
+static uint32_t stable_node_alloc(ke_machine *m, uint8_t kind)
+{
+    uint32_t node = ke_pool_alloc(&m->nodes);
+    if (node)
+        node_at(m, node)->kind = kind;
+    return node;
+}
+
+/* Unlinks a dup from its chain (mm/ksm.c __stable_node_dup_del). */
+static void stable_node_dup_del(ke_machine *m, uint32_t dup)
+{
+    struct ke_stable_node *d = node_at(m, dup);
+    struct ke_stable_node *chain = node_at(m, d->chain);
+    if (d->prev)
+        node_at(m, d->prev)->next = d->next;
+    else
+        chain->hlist = d->next;
+    if (d->next)
+        node_at(m, d->next)->prev = d->prev;
+    d->next = d->prev = d->chain = 0;
+    m->st.stable_node_dups--;
+}
+
+static void stable_node_chain_add_dup(ke_machine *m, uint32_t dup,
+                                      uint32_t chain)
+{
+    struct ke_stable_node *d = node_at(m, dup), *c = node_at(m, chain);
+    d->kind = SN_DUP;
+    d->chain = chain;
+    d->prev = 0;
+    d->next = c->hlist;
+    if (c->hlist)
+        node_at(m, c->hlist)->prev = dup;
+    c->hlist = dup;
+    m->st.stable_node_dups++;
+}
+
+static void free_stable_node_chain(ke_machine *m, uint32_t chain)
+{
+    assert(!node_at(m, chain)->hlist);
+    stable_rb_erase(m, &m->stable_root, chain);
+    ke_pool_free(&m->nodes, chain);
+    m->st.stable_node_chains--;
+}
+
+/*
+ * Removes a stable node (no rmap_items left) from the tree or its chain
+ * and frees it; an emptied chain goes too.
+ */
+static void stable_node_erase(ke_machine *m, uint32_t node)
+{
+    struct ke_stable_node *sn = node_at(m, node);
+    assert(sn->rmap_hlist_len == 0 && !sn->hlist);
+    if (sn->kind == SN_DUP) {
+        uint32_t chain = sn->chain;
+        stable_node_dup_del(m, node);
+        if (!node_at(m, chain)->hlist)
+            free_stable_node_chain(m, chain);
+    } else {
+        assert(sn->kind == SN_PLAIN);
+        stable_rb_erase(m, &m->stable_root, node);
+    }
+    ke_pool_free(&m->nodes, node);
+}
+
+/* A KSM frame is being freed: its stable node goes (arena.c calls this). */
+void ksm_stable_node_free_frame(ke_machine *m, uint32_t node)
+{
+    if (node)
+        stable_node_erase(m, node);
+}
+
+/*
+ * mm/ksm.c stable_node_dup(): picks the dup of a chain to merge into: the
+ * first that can take one more mapping, or, when the chain is due for
+ * pruning (every prune_millisecs), the one with the most mappings that can
+ * still take one.  A chain left with one dup collapses into a plain node in
+ * the chain's place (*nodep is updated).  Returns the dup, 0 if none.
+ */
+static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
+{
+    uint32_t chain = *nodep, dup, found = 0, found_len = 0;
+    struct ke_stable_node *c = node_at(m, chain), *f;
+
+    if (!prune || m->now_ms < c->chain_prune_time + m->cfg.prune_millisecs)
+        prune = false;
+    else
+        c->chain_prune_time = m->now_ms;
+
+    for (dup = c->hlist; dup; dup = node_at(m, dup)->next) {
+        struct ke_stable_node *d = node_at(m, dup);
+        if (!found || (is_page_sharing_candidate_n(m, d, 0) &&
+                       (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
+                        d->rmap_hlist_len > found_len))) {
+            found = dup;
+            found_len = d->rmap_hlist_len;
+            if (!prune && is_page_sharing_candidate_n(m, d, 0))
+                break;
+        }
+    }
+    if (!found)
+        return 0;
+    f = node_at(m, found);
+    if (c->hlist == found && !f->next) {
+        /* just one dup: drop the chain */
+        stable_node_dup_del(m, found);
+        f->kind = SN_PLAIN;
+        stable_rb_replace(m, &m->stable_root, chain, found);
+        ke_pool_free(&m->nodes, chain);
+        m->st.stable_node_chains--;
+        *nodep = found;
+    } else if (c->hlist != found && is_page_sharing_candidate_n(m, f, 1)) {
+        /* move it to the head so the next search finds it first */
+        if (f->prev)
+            node_at(m, f->prev)->next = f->next;
+        if (f->next)
+            node_at(m, f->next)->prev = f->prev;
+        f->prev = 0;
+        f->next = c->hlist;
+        node_at(m, c->hlist)->prev = found;
+        c->hlist = found;
+    }
+    return found;
+}
+
+/*
+ * mm/ksm.c __stable_node_chain(): for a plain node, itself; for a chain,
+ * the dup stable_node_dup() picks.  Returns the frame to compare with
+ * (PFN_NONE if the chain had no dup) and sets *dupp.
+ */
+static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
+                                  uint32_t *nodep, bool prune)
+{
+    struct ke_stable_node *sn = node_at(m, *nodep);
+    if (sn->kind != SN_CHAIN) {
+        *dupp = *nodep;
+        return sn->kpfn;
+    }
+    *dupp = stable_node_dup(m, nodep, prune);
+    if (!*dupp) {
+        /* a chain's dup list may hold full dups only: any is the content */
+        uint32_t any = node_at(m, *nodep)->hlist;
+        return any ? node_at(m, any)->kpfn : PFN_NONE;
+    }
+    return node_at(m, *dupp)->kpfn;
+}
+
+/*
+ * Searches the stable tree for a KSM page with the content of frame pfn
+ * that can take one more mapping.  Returns its frame and sets *nodep to
+ * its stable node, or returns PFN_NONE.  A page that is itself KSM (shared
+ * by fork) finds itself.
+ */
+static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
+{
+    uint32_t cur, dup, tree_pfn;
+    int ret;
+
+    if (m->frames[pfn].count & FR_KSM && m->frames[pfn].aux) {
+        *nodep = m->frames[pfn].aux;
+        return pfn;
+    }
+    cur = m->stable_root;
+    while (cur) {
+        tree_pfn = stable_node_chain(m, &dup, &cur, true);
+        assert(tree_pfn != PFN_NONE);
+        ret = memcmp_pages(m, pfn, tree_pfn);
+        if (ret < 0) {
+            cur = node_at(m, cur)->rb[0];
+        } else if (ret > 0) {
+            cur = node_at(m, cur)->rb[1];
+        } else {
+            if (!dup || !is_page_sharing_candidate(m, node_at(m, dup)))
+                return PFN_NONE; /* every copy full: go via unstable tree */
+            *nodep = dup;
+            return node_at(m, dup)->kpfn;
+        }
+    }
+    return PFN_NONE;
+}
+
+/*
+ * Puts the KSM page kpfn into the stable tree: a new plain node, or a new
+ * dup under the chain of its content (making the chain if needed).  Returns
+ * the new node, 0 on failure (allocation, or injected fault).
+ */
+static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
+{
+    uint32_t cur = m->stable_root, parent = 0, dup, tree_pfn, node;
+    int ret = 0;
+    bool need_chain = false;
+
+    while (cur) {
+        tree_pfn = stable_node_chain(m, &dup, &cur, false);
+        assert(tree_pfn != PFN_NONE);
+        ret = memcmp_pages(m, kpfn, tree_pfn);
+        parent = cur;
+        if (ret < 0) {
+            cur = node_at(m, cur)->rb[0];
+        } else if (ret > 0) {
+            cur = node_at(m, cur)->rb[1];
+        } else {
+            need_chain = true;
+            break;
+        }
+    }
+    if (ke_fault_fires(m, KE_FAULT_STABLE_INSERT))
+        return 0;
+    node = stable_node_alloc(m, SN_PLAIN);
+    if (!node)
+        return 0;
+    node_at(m, node)->kpfn = kpfn;
+    if (!need_chain) {
+        stable_rb_link(m, &m->stable_root, node, parent, ret < 0);
+        stable_rb_insert_color(m, &m->stable_root, node);
+    } else {
+        uint32_t chain = cur;
+        if (node_at(m, cur)->kind != SN_CHAIN) {
+            chain = stable_node_alloc(m, SN_CHAIN);
+            if (!chain) {
+                ke_pool_free(&m->nodes, node);
+                return 0;
+            }
+            node_at(m, chain)->chain_prune_time = m->now_ms;
+            stable_rb_replace(m, &m->stable_root, cur, chain);
+            m->st.stable_node_chains++;
+            stable_node_chain_add_dup(m, cur, chain);
+        }
+        stable_node_chain_add_dup(m, node, chain);
+    }
+    m->frames[kpfn].aux = node;
+    return node;
+}
+
+/*
+ * Searches the unstable tree for a page with pfn's content; if there is
+ * one, returns its rmap_item (and its frame in *tree_pfnp), else inserts
+ * item and returns 0.  As in the kernel, no insertion happens when the walk
+ * meets this very frame (a page shared by fork) or an item with no page.
+ */
+static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
+                                            uint32_t pfn, uint32_t *tree_pfnp)
+{
+    uint32_t cur = m->unstable_root, parent = 0, tree_pfn;
+    struct ke_rmap_item *it;
+    int ret = 0;
+
+    while (cur) {
+        tree_pfn = item_pfn(m, item_at(m, cur));
+        if (tree_pfn == PFN_NONE || tree_pfn == pfn)
+            return 0;
+        ret = memcmp_pages(m, pfn, tree_pfn);
+        parent = cur;
+        if (ret < 0) {
+            cur = item_at(m, cur)->link[0];
+        } else if (ret > 0) {
+            cur = item_at(m, cur)->link[1];
+        } else {
+            *tree_pfnp = tree_pfn;
+            return cur;
+        }
+    }
+    it = item_at(m, idx);
+    it->flags |= RI_UNSTABLE;
+    it->seqnr = (uint8_t)m->seqnr;
+    unstable_rb_link(m, &m->unstable_root, idx, parent, ret < 0);
+    unstable_rb_insert_color(m, &m->unstable_root, idx);
+    m->st.pages_unshared++;
+    return 0;
+}
+
+/* --- merging --- */
+
+static inline struct pt_leaf *item_leaf(ke_machine *m,
+                                        const struct ke_rmap_item *it,
+                                        uint32_t *i)
+{
+    *i = it->vpn & (PT_LEAF_SIZE - 1);
+    return pt_leaf_lookup(&m->mms[it->mm], it->vpn);
+}
+
+static void frame_make_ksm(ke_machine *m, uint32_t pfn)
+{
+    assert(!(m->frames[pfn].count & FR_KSM));
+    m->frames[pfn].count |= FR_KSM;
+    m->frames[pfn].aux = 0;
+    m->ksm_frames++;
+}
+
+/* Points the item's pte at kpfn instead of its present frame (replace_page). */
+static void replace_page(ke_machine *m, struct ke_rmap_item *it, uint32_t kpfn)
+{
+    uint32_t i;
+    struct pt_leaf *leaf = item_leaf(m, it, &i);
+    uint32_t old = leaf->pte[i] - 1;
+    assert(leaf && leaf->pte[i] != PTE_NONE && leaf->pte[i] != PTE_ZERO);
+    m->frames[kpfn].count++;
+    leaf->pte[i] = kpfn + 1;
+    ke_frame_put(m, old);
+}
+
+/*
+ * mm/ksm.c try_to_merge_one_page(): merges the item's page pfn into the
+ * KSM page kpfn if their contents are identical.  Returns 0 on success.
+ */
+static int try_to_merge_one_page(ke_machine *m, struct ke_rmap_item *it,
+                                 uint32_t pfn, uint32_t kpfn)
+{
+    if (pfn == kpfn) /* KSM page forked */
+        return 0;
+    if (memcmp_pages(m, pfn, kpfn))
+        return -EFAULT;
+    replace_page(m, it, kpfn);
+    return 0;
+}
+
+/* Breaks sharing of an item's KSM page; never fails (see the top). */
+static void break_cow(ke_machine *m, uint32_t idx)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    uint32_t i, pfn;
+    struct pt_leaf *leaf = item_leaf(m, it, &i);
+    if (!leaf || leaf->pte[i] == PTE_NONE || leaf->pte[i] == PTE_ZERO)
+        return;
+    pfn = leaf->pte[i] - 1;
+    if (!(m->frames[pfn].count & FR_KSM))
+        return;
+    if (ke_break_cow_pte(m, &m->mms[it->mm], leaf, i) == 0)
+        return;
+    /*
+     * No frame to copy into: the page stays shared as an ordinary
+     * copy-on-write page, which is just as safe for the processes.
+     */
+    if (!m->frames[pfn].aux) {
+        m->frames[pfn].count &= ~FR_KSM;
+        m->ksm_frames--;
+    }
+}
+
+/*
+ * mm/ksm.c try_to_merge_with_zero_page(): a page whose checksum is the
+ * zero page's, and which is all zero, is replaced by the zero page.
+ */
+static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
+                                       uint32_t pfn)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    struct ke_mm *mm;
+    struct pt_leaf *leaf;
+    uint32_t i;
+
+    if (!m->cfg.use_zero_pages || it->oldchecksum != m->zero_checksum)
+        return -EFAULT;
+    m->st.memcmps++;
+    if (memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE))
+        return -EFAULT;
+    mm = &m->mms[it->mm];
+    leaf = item_leaf(m, it, &i);
+    leaf->pte[i] = PTE_ZERO;
+    mm->rss_pages--;
+    mm->ksm_zero_pages++;
+    m->st.ksm_zero_pages++;
+    ke_frame_put(m, pfn);
+    return 0;
+}
+
+/*
+ * Merges two pages of identical content into one KSM page.  Today's kernel
+ * turns the scanned page into the KSM page in place and points the tree
+ * page's pte at it; the 2009 kernel copied both into a new page (bounded by
+ * max_kernel_pages).  Returns the KSM frame, PFN_NONE on failure.
+ */
+static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
+                                       uint32_t pfn, uint32_t tree_idx,
+                                       uint32_t tree_pfn)
+{
+    struct ke_rmap_item *it = item_at(m, idx), *tit = item_at(m, tree_idx);
+    if (m->cfg.compat_2009) {
+        uint32_t kpfn;
+        if (m->cfg.max_kernel_pages &&
+            m->cfg.max_kernel_pages <= m->ksm_frames)
+            return PFN_NONE;
+        if (ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+            return PFN_NONE;
+        kpfn = ke_frame_alloc(m, false);
+        if (kpfn == PFN_NONE)
+            return PFN_NONE;
+        memcpy(frame_mem(m, kpfn), frame_mem(m, pfn), PAGE_SIZE);
+        frame_make_ksm(m, kpfn);
+        m->frames[kpfn].count++; /* hold it while both ptes move over */
+        replace_page(m, it, kpfn);
+        replace_page(m, tit, kpfn);
+        ke_frame_put(m, kpfn);
+        return kpfn;
+    }
+    frame_make_ksm(m, pfn);
+    if (try_to_merge_one_page(m, tit, tree_pfn, pfn)) {
+        /* cannot happen single threaded: contents were just compared */
+        m->frames[pfn].count &= ~FR_KSM;
+        m->ksm_frames--;
+        return PFN_NONE;
+    }
+    return pfn;
+}
+
+/*
+ * mm/ksm.c cmp_and_merge_page(): the heart of ksmd, for one present page
+ * (frame pfn) of the item's mm.
+ */
+static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    uint32_t node = 0, kpfn, knode = 0, tree_idx, tree_pfn = PFN_NONE;
+    uint32_t checksum;
+
+    if (m->frames[pfn].count & FR_KSM)
+        node = m->frames[pfn].aux;
+    if (node) {
+        if ((it->flags & RI_STABLE) && it->link[0] == node)
+            return;
+        /* (a KSM fork may go over max_page_sharing: append anyway) */
+    } else {
+        remove_rmap_item_from_tree(m, idx);
+        if (it->flags & RI_CLEAN) {
+            checksum = it->oldchecksum; /* not written since it was hashed */
+            m->st.checksums_avoided++;
+        } else {
+            checksum = ke_page_checksum(frame_mem(m, pfn), 0);
+            m->st.checksums++;
+            it->flags |= RI_CLEAN;
+        }
+        if (it->oldchecksum != checksum) {
+            it->oldchecksum = checksum;
+            return;
+        }
+        if (!try_to_merge_with_zero_page(m, idx, pfn))
+            return;
+    }
+
+    kpfn = stable_tree_search(m, pfn, &knode);
+    remove_rmap_item_from_tree(m, idx);
+    if (kpfn != PFN_NONE) {
+        if (!try_to_merge_one_page(m, it, pfn, kpfn))
+            stable_tree_append(m, idx, knode);
+        return;
+    }
+
+    tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
+    if (tree_idx) {
+        kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
+        if (kpfn == PFN_NONE)
+            return;
+        remove_rmap_item_from_tree(m, tree_idx);
+        knode = stable_tree_insert(m, kpfn);
+        if (knode) {
+            stable_tree_append(m, tree_idx, knode);
+            stable_tree_append(m, idx, knode);
+        } else {
+            break_cow(m, tree_idx);
+            break_cow(m, idx);
+        }
+    }
+}
+
+/*
+ * The 2009 cmp_and_merge_page (seed 004): the stable tree is searched
+ * before the checksum test, a KSM page that fell out of the stable tree is
+ * broken, the checksum is jhash2, and there are no zero pages or chains.
+ */
+static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    uint32_t kpfn, knode = 0, tree_idx, tree_pfn = PFN_NONE, checksum;
+
+    remove_rmap_item_from_tree(m, idx);
+    kpfn = stable_tree_search(m, pfn, &knode);
+    if (kpfn != PFN_NONE) {
+        if (!try_to_merge_one_page(m, it, pfn, kpfn))
+            stable_tree_append(m, idx, knode);
+        return;
+    }
+    if (m->frames[pfn].count & FR_KSM) {
+        break_cow(m, idx);
+        pfn = item_pfn(m, it);
+    }
+    if (it->flags & RI_CLEAN) {
+        checksum = it->oldchecksum;
+        m->st.checksums_avoided++;
+    } else {
+        checksum = ke_page_checksum(frame_mem(m, pfn), 1);
+        m->st.checksums++;
+        it->flags |= RI_CLEAN;
+    }
+    if (it->oldchecksum != checksum) {
+        it->oldchecksum = checksum;
+        return;
+    }
+    tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
+    if (tree_idx) {
+        kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
+        if (kpfn == PFN_NONE)
+            return;
+        remove_rmap_item_from_tree(m, tree_idx);
+        knode = stable_tree_insert(m, kpfn);
+        if (knode) {
+            stable_tree_append(m, tree_idx, knode);
+            stable_tree_append(m, idx, knode);
+        } else {
+            break_cow(m, tree_idx);
+            break_cow(m, idx);
+        }
+    }
+}
+
+static uint32_t skip_age(uint8_t age)
+{
+    if (age <= 3)
+        return 1;
+    if (age <= 5)
+        return 2;
+    if (age <= 8)
+        return 4;
+    return 8;
+}
+
+/* mm/ksm.c should_skip_rmap_item(): smart_scan's ageing of unmerged pages. */
+static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
+{
+    struct ke_rmap_item *it = item_at(m, idx);
+    uint8_t age;
+    if (!m->cfg.smart_scan || m->cfg.compat_2009)
+        return false;
+    if (m->frames[pfn].count & FR_KSM)
+        return false;
+    age = it->age;
+    if (age != 255)
+        it->age++;
+    if (age < 3)
+        return false;
+    if (!it->remaining_skips) {
+        it->remaining_skips = (uint8_t)skip_age(age);
+        return false;
+    }
+    m->st.pages_skipped++;
+    it->remaining_skips--;
+    remove_rmap_item_from_tree(m, idx);
+    return true;
+}
+
+/* --- entry points --- */
+
+int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg)
+{
+    if (!m || !cfg || cfg->max_page_sharing < 2)
+        return -EINVAL;
+    m->cfg = *cfg;
+    return 0;
+}
+
+int ke_ksm_get_stats(const ke_machine *m, struct ke_ksm_stats *out)
+{
+    if (!m || !out)
+        return -EINVAL;
+    *out = m->st;
+    out->ksm_pages = m->ksm_frames;
+    return 0;
+}
+
+int ke_ksm_begin_pass(ke_machine *m, uint32_t seqnr)
+{
+    if (!m)
+        return -EINVAL;
+    m->seqnr = seqnr;
+    m->unstable_root = 0; /* dropped, not freed: see the top */
+    return 0;
+}
+
+int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
+                   uint32_t nranges, uint64_t cursor, uint32_t budget,
+                   uint64_t now_ms, struct ke_scan_out *out)
+{
+    struct ke_mm *mm = ke_mm_get(m, id);
+    uint32_t r, scanned = 0;
+
+    if (!out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (!mm)
+        return -ESRCH;
+    if (nranges && !ranges)
+        return -EINVAL;
+    for (r = 0; r < nranges; r++) {
+        if ((ranges[r].start | ranges[r].end) & (PAGE_SIZE - 1) ||
+            ranges[r].start >= ranges[r].end ||
+            (ranges[r].end >> PAGE_SHIFT) > (uint64_t)KE_MAX_VPN + 1 ||
+            (r && ranges[r].start < ranges[r - 1].end))
+            return -EINVAL;
+    }
+    m->now_ms = now_ms;
+    for (r = 0; r < nranges; r++) {
+        uint64_t v = ranges[r].start >> PAGE_SHIFT;
+        uint64_t end = ranges[r].end >> PAGE_SHIFT;
+        if (cursor >> PAGE_SHIFT > v)
+            v = cursor >> PAGE_SHIFT;
+        while (v < end) {
+            uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
+            struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
+            if (leaf_end > end)
+                leaf_end = end;
+            if (!leaf) {
+                v = leaf_end;
+                continue;
+            }
+            for (; v < leaf_end; v++) {
+                uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
+                uint32_t pte = leaf->pte[i], idx = leaf->rmap[i];
+                if (pte == PTE_NONE || pte == PTE_ZERO) {
+                    /* an address that vanished: free its rmap_item */
+                    if (idx) {
+                        ksm_item_unmap(m, idx);
+                        leaf->rmap[i] = 0;
+                        if (pte == PTE_NONE)
+                            leaf->nr_used--;
+                    }
+                    continue;
+                }
+                if (!idx) {
+                    idx = rmap_item_alloc(m, id, (uint32_t)v);
+                    if (!idx)
+                        goto out_of_items;
+                    leaf->rmap[i] = idx;
+                }
+                if (should_skip_rmap_item(m, idx, pte - 1))
+                    continue;
+                if (m->cfg.compat_2009)
+                    cmp_and_merge_page_2009(m, idx, pte - 1);
+                else
+                    cmp_and_merge_page(m, idx, pte - 1);
+                m->st.pages_scanned++;
+                if (++scanned == budget) {
+                    out->scanned = scanned;
+                    out->cursor = (v + 1) << PAGE_SHIFT;
+                    ke_release_flush(m);
+                    return 0;
+                }
+            }
+        }
+    }
+    out->scanned = scanned;
+    out->mm_done = 1;
+    ke_release_flush(m);
+    return 0;
+out_of_items:
+    out->scanned = scanned;
+    ke_release_flush(m);
+    return -ENOMEM;
+}
+
+/*
+ * run=2, after the Python layer has unmerged and dropped the rmap_items of
+ * every mm: nothing may be left in either tree.
+ */
+int ke_ksm_remove_all(ke_machine *m)
+{
+    if (!m)
+        return -EINVAL;
+    m->unstable_root = 0;
+    if (m->st.rmap_items || m->stable_root)
+        return -EBUSY;
+    return 0;
+}

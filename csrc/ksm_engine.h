@@ -1,0 +1,165 @@
+/*
+ * ksm_engine.h - the one public header of the ksm-engine C core.
+ *
+ * The core owns everything that is touched once per page:
+ *
+ *   - the arena: one mmap'd region of nr_frames page frames (PAGE_SIZE
+ *     bytes each) and, beside it, one small record per frame (its map
+ *     count and state: free, anonymous, KSM, balloon);
+ *   - the page tables of every synthetic process (an "mm"): a three level
+ *     radix tree from virtual page number to frame, with a parallel slot
+ *     per pte that names the pte's rmap_item, if KSM tracks it;
+ *   - bulk read, write, fill, fork, unmap and copy-on-write over them;
+ *   - KSM's per page machinery: rmap_items, stable nodes (with chains and
+ *     dups), the stable and unstable red-black trees ordered by page
+ *     content, the page checksum, and cmp_and_merge_page.
+ *
+ * Python owns structure and policy at process and area granularity: the
+ * areas (VMAs) of each process, the mm_slot list, the scan cursor between
+ * mms, the knobs, ksmd's thread.  It calls ke_ksm_scan_mm() with one mm and
+ * the mergeable ranges of that mm; the core walks the pages.
+ *
+ * Conventions of every function here:
+ *   - return 0 on success or a negative errno (-EINVAL, -ENOMEM, ...);
+ *   - "mm" arguments are ids from ke_mm_new(); a stale or unknown id gives
+ *     -ESRCH; addresses are bytes, lengths bytes; callers (the Python layer)
+ *     check area bounds, the core checks every index it dereferences;
+ *   - no function keeps a pointer the caller passed in after it returns;
+ *   - the core is not thread safe: the Python layer serialises every call
+ *     on a machine with the machine's lock (cffi releases the GIL around
+ *     the call, so other Python threads keep running meanwhile).
+ *
+ * The region between CDEF BEGIN and CDEF END is read by the cffi build
+ * script (ksm_engine/_build_core.py) as the declarations Python sees, so it
+ * holds only plain declarations and integer #defines.
+ */
+#ifndef KSM_ENGINE_H
+#define KSM_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF BEGIN */
+#define KE_PAGE_SIZE 4096
+#define KE_PAGE_SHIFT 12
+/* Highest virtual page number + 1 an mm may use: addresses < 2^44. */
+#define KE_MAX_VPN 4294967295
+/* Most mms (processes) one machine may have at once. */
+#define KE_MAX_MMS 1048576
+
+/* ke_mm_pte() flags: what a virtual page maps. */
+#define KE_PTE_NONE 0      /* nothing: reads as zeros, no frame */
+#define KE_PTE_PRESENT 1   /* an ordinary anonymous frame */
+#define KE_PTE_KSM 2       /* a KSM frame (write protected, shared) */
+#define KE_PTE_ZERO 4      /* the shared zero page, put there by KSM */
+
+/* Fault injection points, for tests of the error paths (ke_fault_inject). */
+#define KE_FAULT_STABLE_INSERT 0   /* stable_tree_insert fails: break COW on both */
+#define KE_FAULT_FRAME_ALLOC 1     /* frame allocation fails as if the arena were full */
+#define KE_FAULT_NR 2
+
+typedef struct ke_machine ke_machine;
+
+/* Frame accounting: free + used + balloon == nr_frames, always. */
+struct ke_mem_counts {
+    uint64_t nr_frames;      /* frames in the arena */
+    uint64_t free_frames;    /* on the free list */
+    uint64_t used_frames;    /* mapped by processes (anonymous or KSM) */
+    uint64_t balloon_frames; /* held by the balloon driver */
+    uint64_t ksm_frames;     /* of used_frames, how many are KSM pages */
+    uint64_t released_frames;/* frames returned to the OS since creation */
+};
+
+/* One process's view (its /proc/PID/ksm_stat and RSS). */
+struct ke_mm_stat {
+    uint64_t rss_pages;          /* ptes mapping a frame (KSM zero pages excluded) */
+    uint64_t ksm_rmap_items;     /* rmap_items of this mm */
+    uint64_t ksm_merging_pages;  /* its rmap_items hanging on stable nodes */
+    uint64_t ksm_zero_pages;     /* its ptes KSM pointed at the zero page */
+};
+
+/* The KSM knobs the per-page path reads (Python validates them). */
+struct ke_ksm_config {
+    uint32_t max_page_sharing;   /* >= 2: most mappings one KSM page holds */
+    uint32_t use_zero_pages;     /* merge zero-filled pages with the zero page */
+    uint32_t smart_scan;         /* skip pages that stayed unmerged for long */
+    uint32_t compat_2009;        /* behave as the 2009 KSM (seed 004) */
+    uint64_t max_kernel_pages;   /* 2009 only: most KSM pages, 0 = unlimited */
+    uint64_t prune_millisecs;    /* stable_node_chains_prune_millisecs */
+};
+
+/* Global KSM counters, kept exactly as mm/ksm.c keeps its own. */
+struct ke_ksm_stats {
+    uint64_t pages_shared;       /* stable nodes with >= 1 rmap_item */
+    uint64_t pages_sharing;      /* sum over them of (rmap_items - 1) */
+    uint64_t pages_unshared;     /* rmap_items flagged as in the unstable tree */
+    uint64_t rmap_items;         /* every rmap_item alive */
+    uint64_t pages_scanned;      /* cmp_and_merge_page calls */
+    uint64_t pages_skipped;      /* smart_scan skips */
+    uint64_t ksm_zero_pages;     /* ptes pointing at the zero page via KSM */
+    uint64_t stable_node_chains; /* chain heads in the stable tree */
+    uint64_t stable_node_dups;   /* dups hanging under chains */
+    uint64_t ksm_pages;          /* KSM frames (2009's kernel_pages_allocated) */
+    uint64_t checksums;          /* pages actually hashed (perf counter) */
+    uint64_t checksums_avoided;  /* hashes skipped: page unwritten since last */
+    uint64_t memcmps;            /* full page comparisons (perf counter) */
+};
+
+/* One range of virtual addresses [start, end), page aligned. */
+struct ke_range {
+    uint64_t start;
+    uint64_t end;
+};
+
+/* What one ke_ksm_scan_mm call did. */
+struct ke_scan_out {
+    uint32_t scanned;   /* pages given to cmp_and_merge_page (counts against budget) */
+    uint32_t mm_done;   /* 1: reached the end of the ranges; cursor is meaningless */
+    uint64_t cursor;    /* next virtual address to look at when mm_done == 0 */
+};
+
+/* --- the machine and its frames (arena.c) --- */
+int ke_machine_new(uint64_t nr_frames, ke_machine **out);
+void ke_machine_free(ke_machine *m);
+int ke_machine_counts(const ke_machine *m, struct ke_mem_counts *out);
+int ke_balloon_frame_alloc(ke_machine *m, uint32_t *pfn_out);
+int ke_balloon_frame_free(ke_machine *m, uint32_t pfn);
+int ke_release_flush(ke_machine *m);
+int ke_fault_inject(ke_machine *m, int point, uint64_t after, uint64_t count);
+
+/* --- processes: page tables, bulk access, copy-on-write (mm.c) --- */
+int ke_mm_new(ke_machine *m, uint32_t *mm_out);
+int ke_mm_destroy(ke_machine *m, uint32_t mm);
+int ke_mm_fork(ke_machine *m, uint32_t parent, uint32_t child);
+int ke_mm_write(ke_machine *m, uint32_t mm, uint64_t addr, const void *buf,
+                uint64_t len, uint64_t *frames_short);
+int ke_mm_fill(ke_machine *m, uint32_t mm, uint64_t addr, int byte,
+               uint64_t len, uint64_t *frames_short);
+int ke_mm_read(ke_machine *m, uint32_t mm, uint64_t addr, void *buf,
+               uint64_t len);
+int ke_mm_unmap(ke_machine *m, uint32_t mm, uint64_t addr, uint64_t len);
+int ke_mm_unmerge(ke_machine *m, uint32_t mm, uint64_t addr, uint64_t len,
+                  uint64_t *frames_short);
+int ke_mm_drop_rmap_items(ke_machine *m, uint32_t mm, uint64_t addr,
+                          uint64_t len);
+int ke_mm_stat(const ke_machine *m, uint32_t mm, struct ke_mm_stat *out);
+int ke_mm_pte(const ke_machine *m, uint32_t mm, uint64_t addr,
+              uint32_t *pfn_out, uint32_t *flags_out);
+int ke_mm_ptes(const ke_machine *m, uint32_t mm, uint64_t addr,
+               uint64_t npages, uint32_t *pfns, uint8_t *flags);
+
+/* --- KSM (ksm.c) --- */
+int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg);
+int ke_ksm_get_stats(const ke_machine *m, struct ke_ksm_stats *out);
+int ke_ksm_begin_pass(ke_machine *m, uint32_t seqnr);
+int ke_ksm_scan_mm(ke_machine *m, uint32_t mm, const struct ke_range *ranges,
+                   uint32_t nranges, uint64_t cursor, uint32_t budget,
+                   uint64_t now_ms, struct ke_scan_out *out);
+int ke_ksm_remove_all(ke_machine *m);
+int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen);
+uint32_t ke_checksum_page(const void *page, int compat_2009);
+uint64_t ke_xxh64(const void *data, size_t len, uint64_t seed);
+uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval);
+/* CDEF END */
+
+#endif /* KSM_ENGINE_H */

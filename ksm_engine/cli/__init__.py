@@ -1,0 +1,1 @@
+"""The `ksm-engine` command line: see main.py."""

@@ -1,0 +1,225 @@
+"""Kernel Samepage Merging for one Machine: ``machine.ksm``.
+
+    m.ksm.sysfs["pages_to_scan"] = "5000"   # the /sys/kernel/mm/ksm files
+    m.ksm.stats                             # every counter as an int
+    m.ksm.scan(n)                           # one ksm_do_scan(n) batch
+    m.ksm.start(); m.ksm.stop()             # ksmd as a thread
+
+What lives where:
+  knobs.py    the knobs: defaults, the kernel's validation, their effects
+  sysfs.py    the attribute files over the knobs and counters
+  scanner.py  mm_slot list, scan cursor, ksm_do_scan
+  ksmd.py     the ksmd thread
+  advisor.py  the scan-time advisor
+and in C (csrc/ksm.c) every per-page step.  Process-side entry points
+(madvise, prctl, fork, exit) are in ksm_engine/process.py and call the
+mm_* methods here.
+"""
+import errno
+
+from .._native import check, ffi, lib
+from . import advisor as _advisor
+from .knobs import Knobs
+from .ksmd import Ksmd
+from .scanner import Scanner
+from .sysfs import KsmSysfs
+
+PAGE_SIZE = lib.KE_PAGE_SIZE
+
+# Counters of today's kernel, in the order `ksm-engine scan` prints them.
+COUNTERS_6X = (
+    "pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
+    "pages_scanned", "pages_skipped", "full_scans", "stable_node_chains",
+    "stable_node_dups", "ksm_zero_pages", "general_profit",
+)
+# The 2009 patch's counters (seed 004).
+COUNTERS_2009 = ("pages_shared", "kernel_pages_allocated")
+
+
+class Ksm:
+    """The KSM of one machine.  ``compat="2009"`` gives the 2009 behaviour
+    and sysfs interface; the default is today's kernel."""
+
+    def __init__(self, machine, compat=None):
+        self.machine = machine
+        self.compat_2009 = compat == "2009"
+        self.knobs = Knobs(self)
+        self.scanner = Scanner(self)
+        self.advisor = _advisor.ScanTimeAdvisor()
+        self.sysfs = KsmSysfs(self)
+        self._ksmd = Ksmd(self)
+        self._cstats = ffi.new("struct ke_ksm_stats *")
+        self.apply_config()
+
+    # --- knobs ---------------------------------------------------------------
+
+    @property
+    def run(self):
+        return self.knobs["run"]
+
+    def knob_names(self):
+        return self.knobs.names()
+
+    def counter_names(self):
+        return COUNTERS_2009 + ("full_scans",) if self.compat_2009 else COUNTERS_6X
+
+    def store_knob(self, name, text):
+        """A sysfs write (see knobs.Knobs.store)."""
+        with self.machine.lock:
+            self.knobs.store(name, text)
+        self._ksmd.wake()
+
+    def advisor_mode_text(self):
+        mode = self.knobs["advisor_mode"]
+        return "[none] scan-time" if mode == "none" else "none [scan-time]"
+
+    def apply_config(self):
+        """Hands the knobs the per-page path reads to the C core."""
+        k = self.knobs
+        cfg = ffi.new("struct ke_ksm_config *")
+        cfg.max_page_sharing = k.get("max_page_sharing", 256)
+        cfg.use_zero_pages = int(bool(k.get("use_zero_pages", 0)))
+        cfg.smart_scan = int(bool(k.get("smart_scan", 0)))
+        cfg.compat_2009 = int(self.compat_2009)
+        cfg.max_kernel_pages = k.get("max_kernel_pages", 0)
+        cfg.prune_millisecs = k.get("stable_node_chains_prune_millisecs", 2000)
+        check(lib.ke_ksm_configure(self.machine._m, cfg))
+
+    # --- counters --------------------------------------------------------------
+
+    def _raw(self):
+        check(lib.ke_ksm_get_stats(self.machine._m, self._cstats))
+        return self._cstats
+
+    @property
+    def stats(self):
+        """Every counter of the sysfs directory as an int, plus ``rmap_items``
+        (the kernel's internal ksm_rmap_items, which general_profit uses)."""
+        with self.machine.lock:
+            s = self._raw()
+            if self.compat_2009:
+                return {
+                    "pages_shared": s.pages_sharing,
+                    "kernel_pages_allocated": s.pages_shared,
+                    "full_scans": self.scanner.seqnr,
+                    "pages_scanned": s.pages_scanned,
+                    "rmap_items": s.rmap_items,
+                }
+            volatile = s.rmap_items - s.pages_shared - s.pages_sharing - s.pages_unshared
+            return {
+                "pages_shared": s.pages_shared,
+                "pages_sharing": s.pages_sharing,
+                "pages_unshared": s.pages_unshared,
+                "pages_volatile": max(volatile, 0),
+                "pages_scanned": s.pages_scanned,
+                "pages_skipped": s.pages_skipped,
+                "full_scans": self.scanner.seqnr,
+                "stable_node_chains": s.stable_node_chains,
+                "stable_node_dups": s.stable_node_dups,
+                "ksm_zero_pages": s.ksm_zero_pages,
+                "general_profit": (s.pages_sharing + s.ksm_zero_pages) * PAGE_SIZE - s.rmap_items * 64,
+                "rmap_items": s.rmap_items,
+            }
+
+    def perf_counters(self):
+        """Work counters of the core: hashes done and avoided, memcmps."""
+        with self.machine.lock:
+            s = self._raw()
+            return {"checksums": s.checksums, "checksums_avoided": s.checksums_avoided,
+                    "memcmps": s.memcmps, "ksm_pages": s.ksm_pages}
+
+    # --- scanning ----------------------------------------------------------------
+
+    def scan(self, n):
+        """One ksm_do_scan(n) batch, synchronously: gives up to n pages to
+        cmp_and_merge_page (fewer at the end of a full scan).  Returns the
+        number scanned."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError("n must be an int")
+        if n < 0:
+            raise ValueError("n must not be negative")
+        n = min(n, 0xFFFFFFFF)
+        with self.machine.lock:
+            return self.scanner.do_scan(n)
+
+    def full_scan(self, passes=1):
+        """Scans until ``passes`` more full scans have completed; returns
+        pages scanned.  Returns early if no process is registered."""
+        done = 0
+        with self.machine.lock:
+            target = self.scanner.seqnr + passes
+            while self.scanner.seqnr < target and self.scanner.slots:
+                done += self.scanner.do_scan(1 << 30)
+        return done
+
+    def start(self):
+        """Starts the ksmd thread (and writes run=1 if run is 0)."""
+        with self.machine.lock:
+            if self.knobs["run"] == 0:
+                self.knobs.store("run", "1")
+        self._ksmd.start()
+
+    def stop(self, timeout=10.0):
+        """Stops the ksmd thread and waits for it (run is left as it is)."""
+        self._ksmd.stop(timeout)
+
+    @property
+    def ksmd_running(self):
+        return self._ksmd.running
+
+    # --- advisor (called by the scanner at pass boundaries) --------------------
+
+    def advisor_start_scan(self):
+        if self.knobs.get("advisor_mode") == "scan-time":
+            self.advisor.start_scan(self.machine.now_ms(), self.scanner.ksmd_cpu_ns)
+
+    def advisor_stop_scan(self):
+        if self.knobs.get("advisor_mode") == "scan-time":
+            k = self.knobs
+            k.set_raw("pages_to_scan", self.advisor.stop_scan(
+                self.machine.now_ms(), self.scanner.ksmd_cpu_ns, k["pages_to_scan"],
+                k["advisor_target_scan_time"], k["advisor_max_cpu"],
+                k["advisor_max_pages_to_scan"]))
+
+    # --- the process side ------------------------------------------------------
+
+    def is_registered(self, proc):
+        return self.scanner.is_registered(proc)
+
+    def mm_enter(self, proc):
+        self.scanner.enter(proc)
+        self._ksmd.wake()
+
+    def mm_areas_changed(self, proc):
+        self.scanner.refresh(proc)
+
+    def mm_fork(self, parent, child):
+        if self.scanner.is_registered(parent):
+            self.scanner.enter(child)
+
+    def mm_exit(self, proc):
+        self.scanner.remove(proc)
+
+    def unmerge_range(self, proc, start, end):
+        """Breaks KSM sharing on [start, end) of proc and frees its
+        rmap_items there (MADV_UNMERGEABLE, prctl 0).  ENOMEM if frames run
+        out even after the OOM notifiers: nothing of the range changed."""
+        m = self.machine
+        m._with_oom_retry(lambda short: lib.ke_mm_unmerge(m._m, proc.mm, start, end - start, short),
+                          "unmerge")
+        check(lib.ke_mm_drop_rmap_items(m._m, proc.mm, start, end - start))
+
+    def unmerge_all(self):
+        """run=2: unmerges every registered process, frees every rmap_item
+        and stable node; processes stay registered; full_scans back to 0."""
+        from ..process import TASK_SIZE
+
+        for slot in list(self.scanner.slots):
+            self.unmerge_range(slot.proc, 0, TASK_SIZE)
+        rc = lib.ke_ksm_remove_all(self.machine._m)
+        if rc == -errno.EBUSY:  # KSM pages left in unregistered mms
+            for proc in self.machine.processes:
+                self.unmerge_range(proc, 0, TASK_SIZE)
+            rc = lib.ke_ksm_remove_all(self.machine._m)
+        check(rc, "run=2")
+        self.scanner.reset()

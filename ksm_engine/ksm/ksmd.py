@@ -1,0 +1,62 @@
+"""ksmd: the KSM daemon as a Python thread.
+
+The loop of mm/ksm.c ksm_scan_thread(): while run has bit 1 and a process
+is registered, do one ksm_do_scan(pages_to_scan) under the machine lock,
+then sleep sleep_millisecs (a sysfs write wakes it early, as the kernel's
+ksm_iter_wait); otherwise wait until there is work.  The scan itself runs
+in C with the GIL released.
+"""
+import threading
+
+
+class Ksmd:
+    def __init__(self, ksm):
+        self._ksm = ksm
+        self._thread = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self):
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="ksmd", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=10.0):
+        t = self._thread
+        if t is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        t.join(timeout)
+        if t.is_alive():
+            raise TimeoutError("ksmd did not stop")
+        self._thread = None
+
+    def wake(self):
+        self._wake.set()
+
+    def _should_run(self):
+        ksm = self._ksm
+        return ksm.knobs["run"] & 1 and ksm.scanner.slots
+
+    def _loop(self):
+        ksm = self._ksm
+        lock = ksm.machine.lock
+        while not self._stop.is_set():
+            with lock:
+                should = self._should_run()
+                if should:
+                    ksm.scanner.do_scan(ksm.knobs["pages_to_scan"])
+                sleep_ms = ksm.knobs["sleep_millisecs"]
+            self._wake.clear()
+            if should:
+                if sleep_ms:
+                    self._wake.wait(sleep_ms / 1000.0)
+            else:
+                self._wake.wait(0.1)

@@ -1,0 +1,238 @@
+"""The synthetic machine: physical memory as an arena of page frames.
+
+A Machine owns
+  * the C core's machine (``ke_machine``): the mmap'd arena of ``nr_frames``
+    frames, each frame's map count and state, the page tables of every
+    process, and KSM's per-page structures;
+  * its processes (``Process``), each with its areas in address order;
+  * ``ksm``, the Kernel Samepage Merging of this machine (``ksm_engine.ksm``);
+  * the OOM notifier chain, which a balloon driver joins;
+  * ``lock``, an RLock every public operation takes, so ksmd's thread, a
+    balloon thread and user threads can share a machine.  Calls into C
+    release the GIL, so other Python threads run while the core works.
+
+Frame accounting, always true: ``free_pages + used_pages + balloon_pages ==
+nr_frames``.  ``totalram_pages`` is the kernel's managed page count: the
+frames less what a balloon has loaned away (adjust_managed_page_count).
+"""
+import errno
+import itertools
+import threading
+import time
+
+from ._native import check, ffi, lib
+from .units import parse_size
+
+PAGE_SIZE = lib.KE_PAGE_SIZE
+
+
+class Machine:
+    """A machine with ``ram`` bytes of page frames (an int or e.g. "256MiB").
+
+    ``ksm_compat="2009"`` makes its KSM behave as the 2009 patch (seed 004);
+    the default follows Linux 6.x.  ``nr_zones`` splits the frames into that
+    many equal zones (``page_zone``) for the balloon's migration code.
+    ``clock`` is a function returning milliseconds (default: monotonic time);
+    KSM reads it for stable_node_chains_prune_millisecs and its advisor.
+    """
+
+    def __init__(self, ram="256MiB", *, ksm_compat=None, nr_zones=1, clock=None):
+        nbytes = parse_size(ram)
+        if nbytes <= 0:
+            raise ValueError(f"ram must be positive, got {ram!r}")
+        if nbytes % PAGE_SIZE:
+            raise ValueError(f"ram must be a whole number of {PAGE_SIZE}-byte pages, got {ram!r}")
+        nr_frames = nbytes // PAGE_SIZE
+        if nr_frames >= 0xFFFFFFF0:
+            raise ValueError(f"ram too large: {ram!r} (at most 16 TiB)")
+        if isinstance(nr_zones, bool) or not isinstance(nr_zones, int):
+            raise TypeError("nr_zones must be an int")
+        if not 1 <= nr_zones <= nr_frames:
+            raise ValueError(f"nr_zones must be between 1 and the number of frames, got {nr_zones}")
+        if ksm_compat not in (None, "2009", "6.x"):
+            raise ValueError(f"ksm_compat must be None, '6.x' or '2009', got {ksm_compat!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError("clock must be callable (returning milliseconds)")
+        out = ffi.new("ke_machine **")
+        check(lib.ke_machine_new(nr_frames, out), "cannot create machine")
+        self._m = ffi.gc(out[0], lib.ke_machine_free)
+        self.nr_frames = nr_frames
+        self.nr_zones = nr_zones
+        self._managed_delta = 0
+        self.lock = threading.RLock()
+        self._clock = clock or (lambda: int(time.monotonic() * 1000))
+        self._pids = itertools.count(1)
+        self._processes = {}  # pid -> Process, alive ones
+        self._oom_notifiers = []
+        self._counts = ffi.new("struct ke_mem_counts *")
+        from .ksm import Ksm
+
+        self.ksm = Ksm(self, compat=ksm_compat)
+
+    # --- processes -------------------------------------------------------
+
+    def spawn(self, name=None):
+        """A new process (an empty mm).  Returns the Process."""
+        from .process import Process
+
+        if name is not None and not isinstance(name, str):
+            raise TypeError("name must be a string")
+        with self.lock:
+            mm = ffi.new("uint32_t *")
+            check(lib.ke_mm_new(self._m, mm), "spawn")
+            pid = next(self._pids)
+            proc = Process(self, pid, mm[0], name or f"proc{pid}")
+            self._processes[pid] = proc
+            return proc
+
+    @property
+    def processes(self):
+        """The live processes, in pid order."""
+        with self.lock:
+            return [self._processes[pid] for pid in sorted(self._processes)]
+
+    def process(self, pid):
+        """The live process with this pid (ProcessLookupError if none)."""
+        with self.lock:
+            try:
+                return self._processes[pid]
+            except KeyError:
+                raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
+
+    def _forget(self, proc):
+        self._processes.pop(proc.pid, None)
+
+    # --- frame accounting --------------------------------------------------
+
+    def _read_counts(self):
+        check(lib.ke_machine_counts(self._m, self._counts))
+        return self._counts
+
+    @property
+    def free_pages(self):
+        with self.lock:
+            return self._read_counts().free_frames
+
+    @property
+    def used_pages(self):
+        with self.lock:
+            return self._read_counts().used_frames
+
+    @property
+    def balloon_pages(self):
+        with self.lock:
+            return self._read_counts().balloon_frames
+
+    @property
+    def totalram_pages(self):
+        """Managed pages: the frames, less what the balloon has taken away."""
+        return self.nr_frames + self._managed_delta
+
+    def adjust_managed_page_count(self, delta):
+        """totalram_pages += delta (the kernel's adjust_managed_page_count)."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError("delta must be an int")
+        with self.lock:
+            if not 0 <= self.nr_frames + self._managed_delta + delta <= self.nr_frames:
+                raise ValueError("managed page count out of range")
+            self._managed_delta += delta
+
+    def meminfo(self):
+        """Frame accounting as a dict of ints (pages)."""
+        with self.lock:
+            c = self._read_counts()
+            return {
+                "nr_frames": c.nr_frames,
+                "totalram_pages": self.totalram_pages,
+                "free_pages": c.free_frames,
+                "used_pages": c.used_frames,
+                "balloon_pages": c.balloon_frames,
+                "ksm_pages": c.ksm_frames,
+                "released_frames": c.released_frames,
+            }
+
+    # --- the balloon's frames ---------------------------------------------
+
+    def balloon_page_alloc(self):
+        """Takes one free frame for a balloon and returns its pfn.
+
+        Raises OSError(ENOMEM) when no frame is free; the OOM notifiers are
+        not called (as __GFP_NORETRY)."""
+        with self.lock:
+            pfn = ffi.new("uint32_t *")
+            check(lib.ke_balloon_frame_alloc(self._m, pfn), "balloon_page_alloc")
+            return pfn[0]
+
+    def balloon_page_free(self, pfn):
+        """Gives a balloon frame back to the free list."""
+        if isinstance(pfn, bool) or not isinstance(pfn, int):
+            raise TypeError("pfn must be an int")
+        with self.lock:
+            if not 0 <= pfn < self.nr_frames or lib.ke_balloon_frame_free(self._m, pfn):
+                raise ValueError(f"pfn {pfn} is not a balloon frame")
+
+    def page_zone(self, pfn):
+        """The zone (0 .. nr_zones-1) a frame belongs to."""
+        if isinstance(pfn, bool) or not isinstance(pfn, int):
+            raise TypeError("pfn must be an int")
+        if not 0 <= pfn < self.nr_frames:
+            raise ValueError(f"pfn {pfn} out of range")
+        return pfn * self.nr_zones // self.nr_frames
+
+    # --- out of memory ------------------------------------------------------
+
+    def register_oom_notifier(self, fn):
+        """Adds fn() -> pages freed to the chain called when frames run out."""
+        if not callable(fn):
+            raise TypeError("an OOM notifier must be callable")
+        with self.lock:
+            self._oom_notifiers.append(fn)
+
+    def unregister_oom_notifier(self, fn):
+        with self.lock:
+            try:
+                self._oom_notifiers.remove(fn)
+            except ValueError:
+                raise ValueError("not a registered OOM notifier") from None
+
+    def _out_of_memory(self):
+        """Calls every OOM notifier (machine lock held); returns pages freed."""
+        freed = 0
+        for fn in list(self._oom_notifiers):
+            n = fn()
+            if isinstance(n, int) and n > 0:
+                freed += n
+        return freed
+
+    def _with_oom_retry(self, call, what):
+        """Runs call(short) (a core call that may return -ENOMEM with
+        short[0] frames missing and nothing changed); on ENOMEM runs the OOM
+        notifiers and retries once, then raises OSError(ENOMEM)."""
+        short = ffi.new("uint64_t *")
+        rc = call(short)
+        if rc == -errno.ENOMEM:
+            self._out_of_memory()
+            rc = call(short)
+        check(rc, what)
+
+    # --- debugging ------------------------------------------------------------
+
+    def check(self):
+        """Recomputes every counter and link of the core from scratch; raises
+        AssertionError naming the first inconsistency.  O(memory): for tests."""
+        with self.lock:
+            buf = ffi.new("char[]", 512)
+            rc = lib.ke_ksm_check(self._m, buf, 512)
+            if rc:
+                raise AssertionError(ffi.string(buf).decode() or f"ke_ksm_check: {rc}")
+            c = self._read_counts()
+            assert c.free_frames + c.used_frames + c.balloon_frames == c.nr_frames
+
+    def now_ms(self):
+        return int(self._clock())
+
+    def __repr__(self):
+        c = self.meminfo()
+        return (f"<Machine {self.nr_frames} frames: {c['free_pages']} free, "
+                f"{c['used_pages']} used, {c['balloon_pages']} balloon, "
+                f"{len(self._processes)} processes>")
