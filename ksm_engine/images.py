@@ -1,0 +1,47 @@
+"""Memory images: files whose bytes become one process's mergeable memory.
+
+An image must be a regular file whose size is a positive multiple of
+PAGE_SIZE.  open_image() maps it read-only (mmap), so a large image is not
+held twice in memory: the process's write copies straight from the page
+cache into the arena.
+"""
+import mmap
+import os
+
+from .machine import PAGE_SIZE
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used (the message says why)."""
+
+
+def check_image(path):
+    """Returns the size of a usable image file, or raises ImageError."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise ImageError(f"{path}: {e.strerror}") from None
+    if os.path.isdir(path):
+        raise ImageError(f"{path}: is a directory, not an image file")
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise ImageError(f"{path}: empty file (an image needs at least one {PAGE_SIZE}-byte page)")
+    if st.st_size % PAGE_SIZE:
+        raise ImageError(f"{path}: size {st.st_size} is not a multiple of the page size {PAGE_SIZE}")
+    return st.st_size
+
+
+def open_image(path):
+    """A read-only buffer over the image's bytes (an mmap); close it when done."""
+    size = check_image(path)
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+    except OSError as e:
+        raise ImageError(f"{path}: {e.strerror}") from None
