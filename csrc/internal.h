@@ -77,7 +77,7 @@ struct ke_mm {
     uint64_t ksm_zero_pages;    /* ptes at PTE_ZERO */
 };
 
-/* --- rmap_items (28 bytes) --- */
+/* --- rmap_items (32 bytes) --- */
 #define RI_UNSTABLE 0x01 /* counted in pages_unshared; in the tree iff seqnr is current */
 #define RI_STABLE 0x02   /* hangs on stable node link[0] */
 #define RI_CLEAN 0x04    /* oldchecksum is the checksum of the page as it is now */
@@ -92,6 +92,7 @@ struct ke_rmap_item {
     uint8_t seqnr;        /* low 8 bits of the pass that put it in the unstable tree */
     uint8_t age;          /* smart_scan: passes seen, saturating at 255 */
     uint8_t remaining_skips; /* smart_scan: passes still to skip */
+    uint32_t prefix;      /* unstable: first 4 bytes of the page, big endian */
     /*
      * unstable: link = {left, right, parent} in the unstable tree;
      * stable:   link = {stable node, next item, previous item};
@@ -116,6 +117,7 @@ struct ke_stable_node {
     uint32_t next, prev;   /* dup: siblings under the chain; free: next free */
     uint32_t chain;        /* dup: its chain */
     uint64_t chain_prune_time; /* chain: last prune of stale dups (ms) */
+    uint64_t prefix;       /* first 8 bytes of the content, big endian */
 };
 
 /* A pool of fixed-size records in one reserved mapping (see top). */
@@ -190,7 +192,7 @@ int ke_break_cow_pte(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
                      uint32_t i);
 
 /* ksm.c: the hooks mm.c calls when a pte changes under an rmap_item */
-void ksm_item_write_hook(ke_machine *m, uint32_t item);
+void ksm_item_write_hook(ke_machine *m, uint32_t item, const uint8_t *page);
 void ksm_item_unmap(ke_machine *m, uint32_t item);
 void ksm_item_leave_stable(ke_machine *m, uint32_t item);
 void ksm_stable_node_free_frame(ke_machine *m, uint32_t node);

@@ -86,6 +86,29 @@ static inline int memcmp_pages(ke_machine *m, uint32_t a, uint32_t b)
     return memcmp(frame_mem(m, a), frame_mem(m, b), PAGE_SIZE);
 }
 
+/*
+ * Content prefixes.  Tree walks compare the first bytes of two pages as
+ * big-endian integers, kept in the tree's records, before touching the
+ * pages: when they differ, their order is memcmp's order, and the walk
+ * avoids two cache misses (the page table lookup and the page itself).
+ * Only equal prefixes fall back to memcmp_pages().
+ */
+static inline uint64_t page_prefix64(const uint8_t *page)
+{
+    uint64_t v;
+    memcpy(&v, page, 8);
+    return __builtin_bswap64(v);
+}
+
+static inline uint32_t page_prefix32(const uint8_t *page)
+{
+    uint32_t v;
+    memcpy(&v, page, 4);
+    return __builtin_bswap32(v);
+}
+
+#define CMP_PREFIX(a, b) ((a) < (b) ? -1 : 1)
+
 /* The frame the pte of an rmap_item maps, PFN_NONE if none. */
 static uint32_t item_pfn(const ke_machine *m, const struct ke_rmap_item *it)
 {
@@ -207,9 +230,12 @@ static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
 
 /* --- hooks mm.c calls --- */
 
-void ksm_item_write_hook(ke_machine *m, uint32_t idx)
+/* The item's page was written (page: its memory now). */
+void ksm_item_write_hook(ke_machine *m, uint32_t idx, const uint8_t *page)
 {
-    item_at(m, idx)->flags &= (uint8_t)~RI_CLEAN;
+    struct ke_rmap_item *it = item_at(m, idx);
+    it->flags &= (uint8_t)~RI_CLEAN;
+    it->prefix = page_prefix32(page); /* keeps unstable tree walks exact */
 }
 
 void ksm_item_leave_stable(ke_machine *m, uint32_t idx)
@@ -382,17 +408,23 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
 static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
 {
     uint32_t cur, dup, tree_pfn;
+    uint64_t prefix;
     int ret;
 
     if (m->frames[pfn].count & FR_KSM && m->frames[pfn].aux) {
         *nodep = m->frames[pfn].aux;
         return pfn;
     }
+    prefix = page_prefix64(frame_mem(m, pfn));
     cur = m->stable_root;
     while (cur) {
+        /* chains are pruned on the way, as the kernel's walk does */
         tree_pfn = stable_node_chain(m, &dup, &cur, true);
         assert(tree_pfn != PFN_NONE);
-        ret = memcmp_pages(m, pfn, tree_pfn);
+        if (node_at(m, cur)->prefix != prefix)
+            ret = CMP_PREFIX(prefix, node_at(m, cur)->prefix);
+        else
+            ret = memcmp_pages(m, pfn, tree_pfn);
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
         } else if (ret > 0) {
@@ -415,13 +447,17 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
 static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
 {
     uint32_t cur = m->stable_root, parent = 0, dup, tree_pfn, node;
+    uint64_t prefix = page_prefix64(frame_mem(m, kpfn));
     int ret = 0;
     bool need_chain = false;
 
     while (cur) {
         tree_pfn = stable_node_chain(m, &dup, &cur, false);
         assert(tree_pfn != PFN_NONE);
-        ret = memcmp_pages(m, kpfn, tree_pfn);
+        if (node_at(m, cur)->prefix != prefix)
+            ret = CMP_PREFIX(prefix, node_at(m, cur)->prefix);
+        else
+            ret = memcmp_pages(m, kpfn, tree_pfn);
         parent = cur;
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
@@ -438,6 +474,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
     if (!node)
         return 0;
     node_at(m, node)->kpfn = kpfn;
+    node_at(m, node)->prefix = prefix;
     if (!need_chain) {
         stable_rb_link(m, &m->stable_root, node, parent, ret < 0);
         stable_rb_insert_color(m, &m->stable_root, node);
@@ -450,6 +487,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
                 return 0;
             }
             node_at(m, chain)->chain_prune_time = m->now_ms;
+            node_at(m, chain)->prefix = prefix;
             stable_rb_replace(m, &m->stable_root, cur, chain);
             m->st.stable_node_chains++;
             stable_node_chain_add_dup(m, cur, chain);
@@ -470,14 +508,24 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
                                             uint32_t pfn, uint32_t *tree_pfnp)
 {
     uint32_t cur = m->unstable_root, parent = 0, tree_pfn;
+    uint32_t prefix = page_prefix32(frame_mem(m, pfn));
     struct ke_rmap_item *it;
     int ret = 0;
 
     while (cur) {
-        tree_pfn = item_pfn(m, item_at(m, cur));
-        if (tree_pfn == PFN_NONE || tree_pfn == pfn)
-            return 0;
-        ret = memcmp_pages(m, pfn, tree_pfn);
+        const struct ke_rmap_item *t = item_at(m, cur);
+        /*
+         * Different prefixes: different pages, so neither "no page" nor
+         * "this very frame" (the kernel's early returns) can apply.
+         */
+        if (t->prefix != prefix) {
+            ret = CMP_PREFIX(prefix, t->prefix);
+        } else {
+            tree_pfn = item_pfn(m, t);
+            if (tree_pfn == PFN_NONE || tree_pfn == pfn)
+                return 0;
+            ret = memcmp_pages(m, pfn, tree_pfn);
+        }
         parent = cur;
         if (ret < 0) {
             cur = item_at(m, cur)->link[0];
@@ -491,6 +539,7 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
     it = item_at(m, idx);
     it->flags |= RI_UNSTABLE;
     it->seqnr = (uint8_t)m->seqnr;
+    it->prefix = prefix;
     unstable_rb_link(m, &m->unstable_root, idx, parent, ret < 0);
     unstable_rb_insert_color(m, &m->unstable_root, idx);
     m->st.pages_unshared++;

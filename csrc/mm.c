@@ -359,7 +359,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
         else
             memset(dst, byte, chunk);
         if (leaf->rmap[i])
-            ksm_item_write_hook(m, leaf->rmap[i]);
+            ksm_item_write_hook(m, leaf->rmap[i], dst - off);
         done += chunk;
     }
     ke_release_flush(m);
