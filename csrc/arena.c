@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+
 #include "internal.h"
 
 #define PENDING_MAX 8192
@@ -133,6 +134,7 @@ void ke_machine_free(ke_machine *m)
                 ke_mm_destroy(m, i);
         munmap(m->mms, (uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
     }
+    ksm_machine_free(m);
     ke_pool_destroy(&m->items);
     ke_pool_destroy(&m->nodes);
     if (m->arena)

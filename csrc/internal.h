@@ -161,7 +161,11 @@ struct ke_machine {
     struct ke_ksm_stats st;
 
     struct ke_fault faults[KE_FAULT_NR];
+    struct ke_prehash *prehash; /* ksm.c: checksums computed ahead, 2 cores */
 };
+
+/* ksm.c */
+void ksm_machine_free(ke_machine *m);
 
 /* arena.c */
 bool ke_fault_fires(ke_machine *m, int point);

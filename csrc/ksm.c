@@ -34,6 +34,7 @@
  * found under lock) cannot happen; what can fail is getting a frame (break
  * COW when the arena is full) and, by fault injection, stable_tree_insert.
  */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -578,15 +579,19 @@ static void replace_page(ke_machine *m, struct ke_rmap_item *it, uint32_t kpfn)
 
 /*
  * mm/ksm.c try_to_merge_one_page(): merges the item's page pfn into the
- * KSM page kpfn if their contents are identical.  Returns 0 on success.
+ * KSM page kpfn, whose contents the caller found identical.  Returns 0.
  */
 static int try_to_merge_one_page(ke_machine *m, struct ke_rmap_item *it,
                                  uint32_t pfn, uint32_t kpfn)
 {
     if (pfn == kpfn) /* KSM page forked */
         return 0;
-    if (memcmp_pages(m, pfn, kpfn))
-        return -EFAULT;
+    /*
+     * The kernel compares the pages again here (pages_identical) because
+     * they may have changed since the tree walk compared them; nothing
+     * runs between the two here, so the walk's memcmp stands.
+     */
+    assert(memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE) == 0);
     replace_page(m, it, kpfn);
     return 0;
 }
@@ -681,10 +686,135 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
 }
 
 /*
+ * Checksums ahead of the scan, on two cores.  Most of a first full scan is
+ * hashing new pages.  Before the scan loop needs a checksum it collects
+ * the next pages of the mm that will need one (present, not a KSM page,
+ * no rmap_item or one whose page was written since it was hashed), up to
+ * the batch's remaining budget, and hashes them, half on a helper thread.
+ * The loop then takes each page's checksum from the window.  A page's
+ * content cannot change between the two (the machine is locked; merges
+ * only swap a page for one with the same content), so the result is the
+ * same as hashing in the loop.
+ */
+#define PREHASH_MAX 4096
+#define PREHASH_PARALLEL_MIN 256
+
+struct ke_prehash {
+    uint32_t n, pos;            /* window entries, next one to use */
+    int compat_2009;            /* which checksum */
+    uint32_t vpn[PREHASH_MAX];  /* virtual pages, ascending */
+    uint32_t pfn[PREHASH_MAX];  /* their frames when collected */
+    uint32_t sum[PREHASH_MAX];  /* their checksums */
+};
+
+struct prehash_job {
+    const ke_machine *m;
+    struct ke_prehash *ph;
+    uint32_t from, to;
+};
+
+static void *prehash_run(void *arg)
+{
+    struct prehash_job *job = arg;
+    for (uint32_t i = job->from; i < job->to; i++)
+        job->ph->sum[i] = ke_page_checksum(frame_mem(job->m, job->ph->pfn[i]),
+                                           job->ph->compat_2009);
+    return NULL;
+}
+
+void ksm_machine_free(ke_machine *m)
+{
+    free(m->prehash);
+    m->prehash = NULL;
+}
+
+static inline bool needs_checksum(const ke_machine *m, uint32_t pte,
+                                  uint32_t idx)
+{
+    uint32_t c;
+    if (pte == PTE_NONE || pte == PTE_ZERO)
+        return false;
+    c = m->frames[pte - 1].count;
+    if ((c & FR_KSM) && m->frames[pte - 1].aux && !m->cfg.compat_2009)
+        return false;
+    return !idx || !(item_at(m, idx)->flags & RI_CLEAN);
+}
+
+/*
+ * Fills the window with up to `want` pages needing a checksum from vpn v
+ * of range r on, and hashes them.  Returns false if no memory for it.
+ */
+static bool prehash_fill(ke_machine *m, struct ke_mm *mm,
+                         const struct ke_range *ranges, uint32_t nranges,
+                         uint32_t r, uint64_t v, uint32_t want)
+{
+    struct ke_prehash *ph = m->prehash;
+    uint64_t looked = 0;
+    if (!ph) {
+        ph = m->prehash = malloc(sizeof(*ph));
+        if (!ph)
+            return false;
+    }
+    ph->n = ph->pos = 0;
+    ph->compat_2009 = (int)m->cfg.compat_2009;
+    if (want > PREHASH_MAX)
+        want = PREHASH_MAX;
+    for (; r < nranges && ph->n < want && looked < 8u * PREHASH_MAX; r++) {
+        uint64_t end = ranges[r].end >> PAGE_SHIFT;
+        if (v < ranges[r].start >> PAGE_SHIFT)
+            v = ranges[r].start >> PAGE_SHIFT;
+        while (v < end && ph->n < want && looked < 8u * PREHASH_MAX) {
+            uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
+            const struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
+            if (leaf_end > end)
+                leaf_end = end;
+            if (!leaf) {
+                v = leaf_end;
+                continue;
+            }
+            for (; v < leaf_end && ph->n < want; v++, looked++) {
+                uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
+                if (needs_checksum(m, leaf->pte[i], leaf->rmap[i])) {
+                    ph->vpn[ph->n] = (uint32_t)v;
+                    ph->pfn[ph->n] = leaf->pte[i] - 1;
+                    ph->n++;
+                }
+            }
+        }
+    }
+    {
+        struct prehash_job lo = {m, ph, 0, ph->n / 2}, hi = {m, ph, ph->n / 2, ph->n};
+        pthread_t t;
+        if (ph->n >= PREHASH_PARALLEL_MIN && pthread_create(&t, NULL, prehash_run, &hi) == 0) {
+            prehash_run(&lo);
+            pthread_join(t, NULL);
+        } else {
+            lo.to = ph->n;
+            prehash_run(&lo);
+        }
+    }
+    return true;
+}
+
+/* The window's checksum for vpn, or -1 if it has none. */
+static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
+{
+    struct ke_prehash *ph = m->prehash;
+    if (!ph)
+        return -1;
+    while (ph->pos < ph->n && ph->vpn[ph->pos] < vpn)
+        ph->pos++;
+    if (ph->pos < ph->n && ph->vpn[ph->pos] == vpn)
+        return ph->sum[ph->pos++];
+    return -1;
+}
+
+/*
  * mm/ksm.c cmp_and_merge_page(): the heart of ksmd, for one present page
  * (frame pfn) of the item's mm.
  */
-static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn)
+static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
+                               int64_t precomputed)
 {
     struct ke_rmap_item *it = item_at(m, idx);
     uint32_t node = 0, kpfn, knode = 0, tree_idx, tree_pfn = PFN_NONE;
@@ -702,7 +832,8 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn)
             checksum = it->oldchecksum; /* not written since it was hashed */
             m->st.checksums_avoided++;
         } else {
-            checksum = ke_page_checksum(frame_mem(m, pfn), 0);
+            checksum = precomputed >= 0 ? (uint32_t)precomputed
+                                        : ke_page_checksum(frame_mem(m, pfn), 0);
             m->st.checksums++;
             it->flags |= RI_CLEAN;
         }
@@ -744,7 +875,8 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn)
  * before the checksum test, a KSM page that fell out of the stable tree is
  * broken, the checksum is jhash2, and there are no zero pages or chains.
  */
-static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn)
+static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
+                                    int64_t precomputed)
 {
     struct ke_rmap_item *it = item_at(m, idx);
     uint32_t kpfn, knode = 0, tree_idx, tree_pfn = PFN_NONE, checksum;
@@ -764,7 +896,8 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn)
         checksum = it->oldchecksum;
         m->st.checksums_avoided++;
     } else {
-        checksum = ke_page_checksum(frame_mem(m, pfn), 1);
+        checksum = precomputed >= 0 ? (uint32_t)precomputed
+                                    : ke_page_checksum(frame_mem(m, pfn), 1);
         m->st.checksums++;
         it->flags |= RI_CLEAN;
     }
@@ -858,6 +991,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
 {
     struct ke_mm *mm = ke_mm_get(m, id);
     uint32_t r, scanned = 0;
+    int64_t sum;
 
     if (!out)
         return -EINVAL;
@@ -874,6 +1008,8 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
             return -EINVAL;
     }
     m->now_ms = now_ms;
+    if (m->prehash)
+        m->prehash->n = m->prehash->pos = 0; /* nothing carries over calls */
     for (r = 0; r < nranges; r++) {
         uint64_t v = ranges[r].start >> PAGE_SHIFT;
         uint64_t end = ranges[r].end >> PAGE_SHIFT;
@@ -909,10 +1045,17 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
                 }
                 if (should_skip_rmap_item(m, idx, pte - 1))
                     continue;
+                sum = -1;
+                if (needs_checksum(m, pte, idx)) {
+                    sum = prehash_take(m, (uint32_t)v);
+                    if (sum < 0 && prehash_fill(m, mm, ranges, nranges, r, v,
+                                                budget - scanned))
+                        sum = prehash_take(m, (uint32_t)v);
+                }
                 if (m->cfg.compat_2009)
-                    cmp_and_merge_page_2009(m, idx, pte - 1);
+                    cmp_and_merge_page_2009(m, idx, pte - 1, sum);
                 else
-                    cmp_and_merge_page(m, idx, pte - 1);
+                    cmp_and_merge_page(m, idx, pte - 1, sum);
                 m->st.pages_scanned++;
                 if (++scanned == budget) {
                     out->scanned = scanned;
