@@ -49,7 +49,12 @@ with open(path, "rb") as f:
 buf.madvise(mmap.MADV_MERGEABLE)
 sys.stdout.write("ready\n")
 sys.stdout.flush()
-sys.stdin.read()
+for line in sys.stdin:          # "w OFFSET HEX": write bytes, answer "ok"
+    op, off, data = line.split()
+    data = bytes.fromhex(data)
+    buf[int(off):int(off) + len(data)] = data
+    sys.stdout.write("ok\n")
+    sys.stdout.flush()
 """
 
 
@@ -173,11 +178,22 @@ def _ksm_stat(pid):
     return out
 
 
+def _child_write(child, offset, data):
+    child.stdin.write(f"w {offset} {bytes(data).hex()}\n")
+    child.stdin.flush()
+    if child.stdout.readline().strip() != "ok":
+        raise RuntimeError("child did not take the write")
+
+
 def run_kernel(paths, knobs=None, *, max_full_scans=DEFAULT_MAX_FULL_SCANS, timeout=600.0,
-               progress=None):
+               progress=None, phases=()):
     """Runs the images through the kernel's KSM until it settles.  Returns a
     SettleResult whose counters are the kernel's sysfs counters plus
-    ``rmap_items`` (summed over the children's ksm_stat)."""
+    ``rmap_items`` (summed over the children's ksm_stat).
+
+    phases: after settling, each phase (a list of (image index, offset,
+    bytes) writes) is applied to the children while ksmd runs, and KSM is
+    run until it settles again; the result is the last settle's."""
     total_pages = sum(os.path.getsize(p) for p in paths) // PAGE_SIZE
     with kernel_ksm():
         for name, value in (knobs or {}).items():
@@ -186,35 +202,39 @@ def run_kernel(paths, knobs=None, *, max_full_scans=DEFAULT_MAX_FULL_SCANS, time
         write_knob("sleep_millisecs", str(PAUSE_MS))
         children = _start_children(paths)
         try:
-            history = []
-            t0 = time.perf_counter()
             write_knob("run", "1")
-            seen = 0
-            t_end = t0
-            deadline = t0 + timeout
-            done = False
-            c = read_counters()
-            while len(history) < max_full_scans and time.perf_counter() < deadline:
-                scans = int(read_knob("full_scans"))
-                if scans == seen:
-                    time.sleep(0.0005)
-                    continue
-                t_end = time.perf_counter()
+            for phase in (None,) + tuple(phases):
+                if phase:
+                    for index, offset, data in phase:
+                        _child_write(children[index], offset, data)
+                history = []
+                seen = int(read_knob("full_scans"))
+                t_start, t_end = time.perf_counter(), time.perf_counter()
+                base = seen
+                deadline = t_start + timeout
+                done = False
                 c = read_counters()
-                seen = scans
-                history.append(tuple(c[n] for n in CONVERGENCE_COUNTERS))
-                if progress:
-                    progress(len(history), c)
-                if settled(history):
-                    done = True
-                    break
+                while len(history) < max_full_scans and time.perf_counter() < deadline:
+                    scans = int(read_knob("full_scans"))
+                    if scans == seen:
+                        time.sleep(0.0005)
+                        continue
+                    t_end = time.perf_counter()
+                    c = read_counters()
+                    seen = scans
+                    history.append(tuple(c[n] for n in CONVERGENCE_COUNTERS))
+                    if progress:
+                        progress(len(history), c)
+                    if settled(history):
+                        done = True
+                        break
             counters = c
-            per_process = [_ksm_stat(c.pid) for c in children]
+            per_process = [_ksm_stat(child.pid) for child in children]
             write_knob("run", "0")
         finally:
             _stop_children(children)
     counters["rmap_items"] = sum(p.get("ksm_rmap_items", 0) for p in per_process)
-    seconds = max(t_end - t0 - max(seen - 1, 0) * PAUSE_MS / 1000.0, 0.0)
+    seconds = max(t_end - t_start - max(seen - base - 1, 0) * PAUSE_MS / 1000.0, 0.0)
     return SettleResult(counters=counters, seconds=seconds, full_scans=seen, settled=done,
                         history=[dict(zip(CONVERGENCE_COUNTERS, h)) for h in history],
                         per_process=per_process)
