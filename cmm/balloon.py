@@ -18,6 +18,15 @@ BalloonDevInfo (struct balloon_dev_info)
   migratepage     the driver's callback (cmm_migratepage)
   inode           the anon inode of the driver's pseudo filesystem (002);
                   None until cmm_balloon_compaction_init() sets it
+  bug_on_empty    True: dequeue from a balloon with no page at all raises
+                  BalloonBug, as the kernel's BUG() does.  False (default):
+                  it logs a warning, counts it in ``empty_dequeues`` and
+                  returns None.  cmm.c's OOM notifier asks for oom_kb worth
+                  of pages whatever the balloon holds, so with the kernel's
+                  generic balloon an OOM on a guest with fewer loaned pages
+                  than that would BUG(); the default lets it free what there
+                  is instead, which is what cmm.c means to do.
+  empty_dequeues  dequeues that found the balloon empty (see bug_on_empty)
   vmstat          the balloon's vm event counters and page count:
                     nr_balloon_pages   pages the balloon owns now (on the list
                                        or isolated)
@@ -33,8 +42,11 @@ balloon_page_migrate() (the driver's migratepage), and on failure free the
 new frame and put the old page back; on success the old frame is freed.
 """
 import errno
+import logging
 import threading
 from collections import OrderedDict
+
+log = logging.getLogger("cmm")
 
 COMPACT_CLUSTER_MAX = 32      # pages isolated per batch (SWAP_CLUSTER_MAX)
 MIGRATEPAGE_SUCCESS = 0
@@ -53,7 +65,9 @@ class BalloonBug(RuntimeError):
 class BalloonDevInfo:
     """struct balloon_dev_info, see the module comment."""
 
-    def __init__(self):
+    def __init__(self, bug_on_empty=False):
+        self.bug_on_empty = bug_on_empty
+        self.empty_dequeues = 0
         self.pages = OrderedDict()
         self.isolated_pages = 0
         self._isolated = set()        # which pfns are isolated (PageIsolated)
@@ -122,17 +136,22 @@ def balloon_page_enqueue(b, pfn):
 def balloon_page_dequeue(b):
     """balloon_page_dequeue(): take the page at the head of the list off the
     balloon and return its pfn.  Returns None if the list is empty but some
-    pages are isolated; raises BalloonBug if the balloon has no page at all
-    (the kernel BUG()s rather than let a driver loop forever)."""
+    pages are isolated.  If the balloon has no page at all the kernel BUG()s
+    (the caller's accounting is wrong): BalloonBug with bug_on_empty, else a
+    warning and None."""
     with b.pages_lock:
         if b.pages:
             pfn, _ = b.pages.popitem(last=True)
             b.vmstat["nr_balloon_pages"] -= 1
             b.vmstat["balloon_deflate"] += 1
             return pfn
-        if not b.isolated_pages:
-            raise BalloonBug("balloon_page_dequeue: balloon is empty, pages lost")
-        return None
+        if b.isolated_pages:
+            return None
+        b.empty_dequeues += 1
+    if b.bug_on_empty:
+        raise BalloonBug("balloon_page_dequeue: balloon is empty, pages lost")
+    log.warning("balloon_page_dequeue: balloon is empty (the kernel would BUG() here)")
+    return None
 
 
 def balloon_page_isolate(b, pfn):

@@ -324,9 +324,16 @@ class ScenarioRun:
         self.clock = clock
 
 
+# where Linux has two names for one number, the one the kernel code uses
+_ERRNO_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK",
+                errno.EAGAIN: "EAGAIN"}
+
+
 def errno_name(e):
     """The errno symbol of an OSError ("ENOMEM"), or its number as text."""
-    return errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) else type(e).__name__
+    if not isinstance(e, OSError):
+        return type(e).__name__
+    return _ERRNO_NAMES.get(e.errno) or errno.errorcode.get(e.errno, str(e.errno))
 
 
 def state(run):
@@ -408,13 +415,23 @@ def _step(run, i, kind, v):
         raise ScenarioError(f"step {i}: unknown step '{kind}'", i)
 
 
-def run_scenario(scn, after_step=None, driver_kwargs=None):
+def _arg_text(kind, v):
+    """A short text of a step's argument, for display."""
+    if v is True:
+        return ""
+    if isinstance(v, dict):
+        return ",".join(f"{k}={v[k]}" for k in v)
+    return str(v)
+
+
+def run_scenario(scn, after_step=None, driver_kwargs=None, poll_hook=None):
     """Run a Scenario on a SimClock.  Returns a ScenarioRun whose ``steps``
-    holds, per step: index, op, t, loaned_kb, loaned_target_kb,
+    holds, per step: index, op, arg (display text), t, loaned_kb, loaned_target_kb,
     oom_freed_kb, totalram_kb, hv_loaned_kb, result.
 
-    ``after_step(run, index)`` is called after each step (for checks);
-    ``driver_kwargs`` are extra CmmDriver keywords (tests).
+    ``after_step(run, index)`` is called after each step and
+    ``poll_hook(driver, mpp_ok)`` after each polling round of the thread
+    (for checks); ``driver_kwargs`` are extra CmmDriver keywords (tests).
     Raises OSError if the driver fails to load (e.g. EOPNOTSUPP)."""
     m = make_machine(scn.ram_mb << 20, scn.nr_zones)
     hv_opts = dict(scn.hv)
@@ -425,6 +442,8 @@ def run_scenario(scn, after_step=None, driver_kwargs=None):
     kw = dict(scn.params)
     kw.update(driver_kwargs or {})
     drv = CmmDriver(m, hv, clock=clock, partition=part, **kw)
+    if poll_hook is not None:
+        drv.poll_hooks.append(poll_hook)
     run = ScenarioRun(m, hv, drv, clock)
     run._procs = []
     for i, (kind, v) in enumerate(scn.steps):
@@ -433,7 +452,8 @@ def run_scenario(scn, after_step=None, driver_kwargs=None):
             result = "ok"
         except OSError as e:
             result = errno_name(e)
-        rec = {"index": i, "op": kind, "t": clock.now()}
+        rec = {"index": i, "op": kind, "arg": _arg_text(kind, scn.raw_steps[i][kind]),
+               "t": clock.now()}
         rec.update(state(run))
         rec["result"] = result
         run.steps.append(rec)

@@ -86,9 +86,19 @@ def _cell(v):
     return str(v)
 
 
+def _row(s):
+    cells = []
+    for _, key, _ in COLUMNS:
+        if key == "op" and s.get("arg"):
+            cells.append(f"{s['op']} {s['arg']}")
+        else:
+            cells.append(_cell(s[key]))
+    return cells
+
+
 def render_text(steps, out):
     """A table, one row per step."""
-    rows = [[_cell(s[key]) for _, key, _ in COLUMNS] for s in steps]
+    rows = [_row(s) for s in steps]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, (h, _, _) in enumerate(COLUMNS)]
 
     def line(cells):
