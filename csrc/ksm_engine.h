@@ -118,6 +118,27 @@ struct ke_scan_out {
     uint64_t cursor;    /* next virtual address to look at when mm_done == 0 */
 };
 
+/* One rmap_item as seen from outside (ke_mm_rmap_items). */
+struct ke_rmap_info {
+    uint64_t address;        /* virtual address of the page it tracks */
+    uint32_t oldchecksum;    /* checksum when last scanned */
+    uint32_t stable_node;    /* stable node it hangs on, 0 if none */
+    uint8_t state;           /* 0 volatile (in no tree), 1 unstable, 2 stable */
+    uint8_t age;             /* smart_scan age */
+    uint8_t remaining_skips; /* smart_scan skips left */
+    uint8_t checksum_valid;  /* page unwritten since it was hashed */
+    uint32_t seqnr;          /* pass of its unstable tree insertion (low 8 bits) */
+};
+
+/* One stable node as seen from outside (ke_ksm_stable_nodes). */
+struct ke_stable_info {
+    uint32_t node;           /* its index */
+    uint32_t kind;           /* 1 plain, 2 chain head, 3 dup under a chain */
+    uint32_t kpfn;           /* its KSM frame (plain, dup) */
+    uint32_t rmap_hlist_len; /* rmap_items on it (plain, dup); dups (chain) */
+    uint32_t chain;          /* the chain of a dup, else 0 */
+};
+
 /* --- the machine and its frames (arena.c) --- */
 int ke_machine_new(uint64_t nr_frames, ke_machine **out);
 void ke_machine_free(ke_machine *m);
@@ -158,6 +179,14 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t mm, const struct ke_range *ranges,
 int ke_ksm_remove_all(ke_machine *m);
 int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen);
 uint32_t ke_checksum_page(const void *page, int compat_2009);
+
+/* --- looking inside (introspect.c): for tests, research, debugging --- */
+int ke_mm_rmap_items(const ke_machine *m, uint32_t mm, uint64_t start,
+                     struct ke_rmap_info *out, uint32_t max, uint32_t *n_out,
+                     uint64_t *next);
+int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
+                        struct ke_stable_info *out, uint32_t max,
+                        uint32_t *n_out, uint32_t *next);
 uint64_t ke_xxh64(const void *data, size_t len, uint64_t seed);
 uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval);
 /* CDEF END */

@@ -407,6 +407,32 @@ class Process:
         st = self.ksm_stat
         return "".join(f"{k}: {v}\n" if isinstance(v, YesNo) else f"{k} {v}\n" for k, v in st.items())
 
+    def rmap_items(self):
+        """KSM's rmap_items of this process in address order, as dicts:
+        address, state ("volatile", "unstable" or "stable"), stable_node,
+        oldchecksum, checksum_valid, age, remaining_skips, seqnr.  For
+        inspection; it copies every item, so not for hot paths."""
+        states = ("volatile", "unstable", "stable")
+        items = []
+        with self.machine.lock:
+            self._check_alive()
+            batch = 4096
+            out = ffi.new("struct ke_rmap_info[]", batch)
+            n = ffi.new("uint32_t *")
+            nxt = ffi.new("uint64_t *")
+            start = 0
+            while True:
+                check(lib.ke_mm_rmap_items(self.machine._m, self.mm, start, out, batch, n, nxt))
+                for i in range(n[0]):
+                    o = out[i]
+                    items.append({
+                        "address": o.address, "state": states[o.state], "stable_node": o.stable_node,
+                        "oldchecksum": o.oldchecksum, "checksum_valid": bool(o.checksum_valid),
+                        "age": o.age, "remaining_skips": o.remaining_skips, "seqnr": o.seqnr})
+                if not nxt[0]:
+                    return items
+                start = nxt[0]
+
     def ptes(self, addr, npages):
         """(pfns, flags) of npages pages from addr: for tests and inspection.
         flags per page: 0 none, 1 present, 3 present KSM, 4 KSM zero page."""

@@ -121,6 +121,30 @@ class Ksm:
                 "rmap_items": s.rmap_items,
             }
 
+    def stable_nodes(self):
+        """The stable tree's nodes as dicts: node, kind ("plain", "chain" or
+        "dup"), kpfn (the KSM frame; None for a chain), rmap_hlist_len
+        (rmap_items on it; for a chain, its number of dups), chain (a dup's
+        chain).  For inspection, not for hot paths."""
+        kinds = {1: "plain", 2: "chain", 3: "dup"}
+        nodes = []
+        with self.machine.lock:
+            batch = 4096
+            out = ffi.new("struct ke_stable_info[]", batch)
+            n = ffi.new("uint32_t *")
+            nxt = ffi.new("uint32_t *")
+            start = 0
+            while True:
+                check(lib.ke_ksm_stable_nodes(self.machine._m, start, out, batch, n, nxt))
+                for i in range(n[0]):
+                    o = out[i]
+                    nodes.append({"node": o.node, "kind": kinds[o.kind],
+                                  "kpfn": None if o.kind == 2 else o.kpfn,
+                                  "rmap_hlist_len": o.rmap_hlist_len, "chain": o.chain or None})
+                if not nxt[0]:
+                    return nodes
+                start = nxt[0]
+
     def perf_counters(self):
         """Work counters of the core: hashes done and avoided, memcmps."""
         with self.machine.lock:

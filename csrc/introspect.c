@@ -1,0 +1,93 @@
+/*
+ * introspect.c - read-only views of KSM's per-page records, for tests,
+ * research and debugging: an mm's rmap_items in address order, and the
+ * stable nodes.  Both page through their records: a call fills up to `max`
+ * entries and returns where the next call starts (0 when done).
+ */
+#include "internal.h"
+
+int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
+                     struct ke_rmap_info *out, uint32_t max, uint32_t *n_out,
+                     uint64_t *next)
+{
+    const struct ke_mm *mm = ke_mm_get(m, id);
+    uint64_t v = start >> PAGE_SHIFT;
+    uint32_t n = 0;
+
+    if (!mm)
+        return -ESRCH;
+    if (!n_out || !next || (max && !out))
+        return -EINVAL;
+    *next = 0;
+    while (v <= KE_MAX_VPN) {
+        const struct pt_mid *mid = mm->top[v >> (PT_LEAF_BITS + PT_MID_BITS)];
+        const struct pt_leaf *leaf;
+        if (!mid) {
+            v = ((v >> (PT_LEAF_BITS + PT_MID_BITS)) + 1) << (PT_LEAF_BITS + PT_MID_BITS);
+            continue;
+        }
+        leaf = mid->leaf[(v >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
+        if (!leaf) {
+            v = (v | (PT_LEAF_SIZE - 1)) + 1;
+            continue;
+        }
+        for (uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1)); i < PT_LEAF_SIZE; i++, v++) {
+            const struct ke_rmap_item *it;
+            struct ke_rmap_info *o;
+            if (!leaf->rmap[i])
+                continue;
+            if (n == max) {
+                *next = v << PAGE_SHIFT;
+                *n_out = n;
+                return 0;
+            }
+            it = item_at(m, leaf->rmap[i]);
+            o = &out[n++];
+            o->address = (uint64_t)it->vpn << PAGE_SHIFT;
+            o->oldchecksum = it->oldchecksum;
+            o->stable_node = (it->flags & RI_STABLE) ? it->link[0] : 0;
+            o->state = (it->flags & RI_STABLE) ? 2 : (it->flags & RI_UNSTABLE) ? 1 : 0;
+            o->age = it->age;
+            o->remaining_skips = it->remaining_skips;
+            o->checksum_valid = (it->flags & RI_CLEAN) != 0;
+            o->seqnr = it->seqnr;
+        }
+    }
+    *n_out = n;
+    return 0;
+}
+
+int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
+                        struct ke_stable_info *out, uint32_t max,
+                        uint32_t *n_out, uint32_t *next)
+{
+    uint32_t n = 0, i;
+    if (!m || !n_out || !next || (max && !out))
+        return -EINVAL;
+    *next = 0;
+    for (i = start ? start : 1; i < m->nodes.top; i++) {
+        const struct ke_stable_node *sn = node_at(m, i);
+        struct ke_stable_info *o;
+        if (!sn->kind)
+            continue;
+        if (n == max) {
+            *next = i;
+            break;
+        }
+        o = &out[n++];
+        o->node = i;
+        o->kind = sn->kind;
+        o->kpfn = sn->kind == SN_CHAIN ? 0xffffffffu : sn->kpfn;
+        o->chain = sn->kind == SN_DUP ? sn->chain : 0;
+        if (sn->kind == SN_CHAIN) {
+            uint32_t d, count = 0;
+            for (d = sn->hlist; d; d = node_at(m, d)->next)
+                count++;
+            o->rmap_hlist_len = count;
+        } else {
+            o->rmap_hlist_len = sn->rmap_hlist_len;
+        }
+    }
+    *n_out = n;
+    return 0;
+}
