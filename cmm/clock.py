@@ -123,11 +123,13 @@ class _SimKthread(Kthread):
         self._gen = body
 
     def stop(self):
-        """kthread_stop(): the thread is asleep (or this is its own round),
-        so it simply never wakes again."""
+        """kthread_stop(): the thread is asleep, so it simply never wakes
+        again.  Called from the thread's own round (a poll hook), the round
+        finishes and the thread is not woken again."""
         if self.alive:
             self.alive = False
-            self._gen.close()
+            if self._clock._current is not self:
+                self._gen.close()
 
 
 class SimClock:
@@ -138,6 +140,7 @@ class SimClock:
       _sleepers  heap of (wake_ms, seq, kthread): every kthread asleep
       _seq       tie-breaker so equal wake times run in the order slept
       _running   True while advance() is resuming a sleeper (no re-entry)
+      _current   the kthread being resumed, if any
     """
 
     simulated = True
@@ -147,6 +150,7 @@ class SimClock:
         self._sleepers = []
         self._seq = itertools.count()
         self._running = False
+        self._current = None       # the kthread whose round is running
 
     def now(self):
         """Simulated seconds since the start (an int when whole)."""
@@ -188,6 +192,7 @@ class SimClock:
                 if not k.alive:
                     continue
                 self.now_ms = when
+                self._current = k
                 try:
                     nxt = k._gen.send(None)
                 except StopIteration:
@@ -196,8 +201,12 @@ class SimClock:
                 except BaseException:
                     k.alive = False
                     raise
+                finally:
+                    self._current = None
                 if k.alive:      # the round may have stopped its own thread
                     self._sleep(k, nxt)
+                else:
+                    k._gen.close()
             self.now_ms = target
         finally:
             self._running = False

@@ -858,3 +858,14 @@ def test_debug_logging(make_driver, clock, caplog):
         clock.advance(1)
     assert "cmm: Begin request for 10 pages" in caplog.text
     assert "cmm: delta = 10, loaned = 10, target = 20, oom = 0" in caplog.text
+
+
+def test_thread_stopped_from_its_own_round(make_driver, clock):
+    drv = make_driver()
+    target_kb(drv, 40)
+    drv.poll_hooks.append(lambda d, ok: d.params.write("disable", "1"))
+    clock.advance(1)
+    assert drv.cmm_disabled == 1 and drv.cmm_thread_ptr is None
+    assert drv.loaned_pages.read() == 0
+    clock.advance(5)
+    assert drv.stats["rounds"] == 1
