@@ -273,7 +273,7 @@ class CmmDriver:
                 break
             bal.balloon_page_enqueue(self.b_dev_info, pfn)
             self.loaned_pages.inc()
-            m.adjust_managed_page_count(-1)
+            m.adjust_managed_page_count(-1, pfn)
             nr -= 1
         self.cmm_dbg("End request with %d pages unfulfilled", nr)
         return nr
@@ -289,7 +289,7 @@ class CmmDriver:
             if pfn is None:
                 break
             self.plpar_page_set_active(pfn)
-            m.adjust_managed_page_count(1)
+            m.adjust_managed_page_count(1, pfn)
             m.balloon_page_free(pfn)                  # __free_page()
             self.loaned_pages.dec()
             nr -= 1
@@ -445,8 +445,8 @@ class CmmDriver:
             log.error("cmm_migratepage: Cannot set page to loaned.")
             return -errno.EBUSY
         if m.page_zone(pfn) != m.page_zone(newpfn):
-            m.adjust_managed_page_count(1)       # for the old page's zone
-            m.adjust_managed_page_count(-1)      # for the new page's zone
+            m.adjust_managed_page_count(1, pfn)      # the old page's zone
+            m.adjust_managed_page_count(-1, newpfn)  # the new page's zone
         with b_dev_info.pages_lock:
             bal.balloon_page_insert(b_dev_info, newpfn)
             bal.balloon_page_delete(b_dev_info, pfn)

@@ -383,8 +383,7 @@ def _step(run, i, kind, v):
     elif kind == "advance_s":
         run.clock.advance(v)
     elif kind == "oom":
-        with m.lock:
-            d.cmm_oom_notify()
+        m.out_of_memory()  # the machine's OOM notifier chain (cmm_oom_notify)
     elif kind == "hotplug":
         d.memory_chain.call_chain(MEM_ACTIONS[v], None)
     elif kind == "fail_hcalls":

@@ -59,6 +59,9 @@ class Machine:
         self.nr_frames = nr_frames
         self.nr_zones = nr_zones
         self._managed_delta = 0
+        # managed pages per zone (zone z: frames z*nr/nz .. (z+1)*nr/nz - 1)
+        self._zone_managed = [((z + 1) * nr_frames // nr_zones) - (z * nr_frames // nr_zones)
+                              for z in range(nr_zones)]
         self.lock = threading.RLock()
         self._clock = clock or (lambda: int(time.monotonic() * 1000))
         self._pids = itertools.count(1)
@@ -128,14 +131,35 @@ class Machine:
         """Managed pages: the frames, less what the balloon has taken away."""
         return self.nr_frames + self._managed_delta
 
-    def adjust_managed_page_count(self, delta):
-        """totalram_pages += delta (the kernel's adjust_managed_page_count)."""
+    def adjust_managed_page_count(self, delta, pfn=None):
+        """totalram_pages += delta, and the managed count of pfn's zone with
+        it when a pfn is given (the kernel's adjust_managed_page_count(page,
+        count)).  ValueError if a count would leave its range."""
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise TypeError("delta must be an int")
         with self.lock:
             if not 0 <= self.nr_frames + self._managed_delta + delta <= self.nr_frames:
                 raise ValueError("managed page count out of range")
+            if pfn is not None:
+                zone = self.page_zone(pfn)
+                size = self.zone_size(zone)
+                if not 0 <= self._zone_managed[zone] + delta <= size:
+                    raise ValueError(f"managed page count of zone {zone} out of range")
+                self._zone_managed[zone] += delta
             self._managed_delta += delta
+
+    def zone_size(self, zone):
+        """Frames in a zone."""
+        return ((zone + 1) * self.nr_frames // self.nr_zones) - (zone * self.nr_frames // self.nr_zones)
+
+    def zone_managed_pages(self, zone):
+        """Managed pages of one zone (its frames less what the balloon took
+        from it, as adjusted with a pfn)."""
+        if isinstance(zone, bool) or not isinstance(zone, int):
+            raise TypeError("zone must be an int")
+        if not 0 <= zone < self.nr_zones:
+            raise ValueError(f"no zone {zone}")
+        return self._zone_managed[zone]
 
     def meminfo(self):
         """Frame accounting as a dict of ints (pages)."""
@@ -194,6 +218,12 @@ class Machine:
                 self._oom_notifiers.remove(fn)
             except ValueError:
                 raise ValueError("not a registered OOM notifier") from None
+
+    def out_of_memory(self):
+        """Runs the OOM notifier chain, as the machine does when a write
+        finds no free frame; returns the pages the notifiers freed."""
+        with self.lock:
+            return self._out_of_memory()
 
     def _out_of_memory(self):
         """Calls every OOM notifier (machine lock held); returns pages freed."""
