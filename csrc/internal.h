@@ -116,6 +116,7 @@ struct ke_stable_node {
     uint32_t rmap_hlist_len; /* plain/dup: rmap_items on it */
     uint32_t next, prev;   /* dup: siblings under the chain; free: next free */
     uint32_t chain;        /* dup: its chain */
+    uint32_t nr_candidates;/* chain: dups that can take one more mapping */
     uint64_t chain_prune_time; /* chain: last prune of stale dups (ms) */
     uint64_t prefix;       /* first 8 bytes of the content, big endian */
 };

@@ -164,6 +164,21 @@ static inline bool is_page_sharing_candidate(const ke_machine *m,
 static void stable_node_erase(ke_machine *m, uint32_t node);
 
 /*
+ * A chain counts its dups that can take one more mapping, so that a walk
+ * that would find none (every dup full: the common case once merged) is
+ * skipped; stable_node_dup() then picks the head dup, as the walk would.
+ * Call around every change of a node's rmap_hlist_len.
+ */
+static inline void dup_candidate_update(ke_machine *m, struct ke_stable_node *sn,
+                                        bool was_candidate)
+{
+    if (sn->kind == SN_DUP) {
+        bool now = is_page_sharing_candidate_n(m, sn, 0);
+        node_at(m, sn->chain)->nr_candidates += (uint32_t)now - (uint32_t)was_candidate;
+    }
+}
+
+/*
  * Takes an rmap_item out of the tree it is in (stable node list or the
  * unstable tree), fixing the counters.  Leaves it allocated.
  */
@@ -185,7 +200,11 @@ static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
             m->st.pages_shared--;
         m->mms[it->mm].ksm_merging_pages--;
         assert(sn->rmap_hlist_len > 0);
-        sn->rmap_hlist_len--;
+        {
+            bool was = is_page_sharing_candidate_n(m, sn, 0);
+            sn->rmap_hlist_len--;
+            dup_candidate_update(m, sn, was);
+        }
         it->flags &= (uint8_t)~RI_STABLE;
         it->link[0] = it->link[1] = it->link[2] = 0;
         /*
@@ -214,7 +233,11 @@ static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
     struct ke_stable_node *sn = node_at(m, node);
     assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
     assert(sn->kind == SN_PLAIN || sn->kind == SN_DUP);
-    sn->rmap_hlist_len++;
+    {
+        bool was = is_page_sharing_candidate_n(m, sn, 0);
+        sn->rmap_hlist_len++;
+        dup_candidate_update(m, sn, was);
+    }
     it->link[0] = node;
     it->link[1] = sn->hlist;
     it->link[2] = 0;
@@ -266,6 +289,7 @@ static void stable_node_dup_del(ke_machine *m, uint32_t dup)
 {
     struct ke_stable_node *d = node_at(m, dup);
     struct ke_stable_node *chain = node_at(m, d->chain);
+    chain->nr_candidates -= is_page_sharing_candidate_n(m, d, 0);
     if (d->prev)
         node_at(m, d->prev)->next = d->next;
     else
@@ -282,6 +306,7 @@ static void stable_node_chain_add_dup(ke_machine *m, uint32_t dup,
     struct ke_stable_node *d = node_at(m, dup), *c = node_at(m, chain);
     d->kind = SN_DUP;
     d->chain = chain;
+    c->nr_candidates += is_page_sharing_candidate_n(m, d, 0);
     d->prev = 0;
     d->next = c->hlist;
     if (c->hlist)
@@ -342,7 +367,9 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
     else
         c->chain_prune_time = m->now_ms;
 
-    for (dup = c->hlist; dup; dup = node_at(m, dup)->next) {
+    if (!prune && !c->nr_candidates)
+        found = c->hlist; /* the walk below would end there, having found no candidate */
+    else for (dup = c->hlist; dup; dup = node_at(m, dup)->next) {
         struct ke_stable_node *d = node_at(m, dup);
         if (!found || (is_page_sharing_candidate_n(m, d, 0) &&
                        (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
@@ -964,6 +991,17 @@ int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg)
     if (!m || !cfg || cfg->max_page_sharing < 2)
         return -EINVAL;
     m->cfg = *cfg;
+    /* candidacy depends on max_page_sharing: recount every chain's */
+    for (uint32_t n = 1; n < m->nodes.top; n++) {
+        struct ke_stable_node *sn = node_at(m, n);
+        if (sn->kind == SN_CHAIN)
+            sn->nr_candidates = 0;
+    }
+    for (uint32_t n = 1; n < m->nodes.top; n++) {
+        struct ke_stable_node *sn = node_at(m, n);
+        if (sn->kind == SN_DUP)
+            node_at(m, sn->chain)->nr_candidates += is_page_sharing_candidate_n(m, sn, 0);
+    }
     return 0;
 }
 

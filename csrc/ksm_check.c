@@ -145,9 +145,18 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
         if (!sn->kind)
             continue;
         if (sn->kind == SN_CHAIN) {
+            uint32_t cand = 0;
             chains++;
             if (!sn->hlist)
                 FAIL("chain %u has no dups", n);
+            for (uint32_t d = sn->hlist; d; d = node_at(m, d)->next) {
+                const struct ke_stable_node *dn = node_at(m, d);
+                if (dn->kind != SN_DUP || dn->chain != n)
+                    FAIL("chain %u: dup %u does not name it", n, d);
+                cand += dn->rmap_hlist_len && dn->rmap_hlist_len < m->cfg.max_page_sharing;
+            }
+            if (cand != sn->nr_candidates)
+                FAIL("chain %u: nr_candidates %u, counted %u", n, sn->nr_candidates, cand);
             continue;
         }
         if (sn->kind == SN_DUP)
