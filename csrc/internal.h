@@ -155,6 +155,7 @@ struct ke_machine {
     struct ke_pool nodes;     /* struct ke_stable_node */
     uint32_t stable_root;     /* stable tree root node, 0 empty */
     uint32_t unstable_root;   /* unstable tree root item, 0 empty */
+    bool unstable_dirty;      /* a page in the unstable tree was written this pass */
     uint32_t seqnr;           /* current pass number (low 8 bits used) */
     uint32_t zero_checksum;   /* checksum of a zero-filled page */
     uint64_t now_ms;          /* clock of the current scan call */

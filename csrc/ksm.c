@@ -36,6 +36,9 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#endif
 
 #include "internal.h"
 
@@ -81,18 +84,12 @@ static const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 #undef RB_SET_BLACK
 #undef RB_COPY_COLOR
 
-static inline int memcmp_pages(ke_machine *m, uint32_t a, uint32_t b)
-{
-    m->st.memcmps++;
-    return memcmp(frame_mem(m, a), frame_mem(m, b), PAGE_SIZE);
-}
-
 /*
  * Content prefixes.  Tree walks compare the first bytes of two pages as
  * big-endian integers, kept in the tree's records, before touching the
  * pages: when they differ, their order is memcmp's order, and the walk
  * avoids two cache misses (the page table lookup and the page itself).
- * Only equal prefixes fall back to memcmp_pages().
+ * Only equal prefixes fall back to comparing the pages (page_cmp_lcp).
  */
 static inline uint64_t page_prefix64(const uint8_t *page)
 {
@@ -109,6 +106,65 @@ static inline uint32_t page_prefix32(const uint8_t *page)
 }
 
 #define CMP_PREFIX(a, b) ((a) < (b) ? -1 : 1)
+
+/*
+ * Longest common prefixes on the way down a tree.  In a consistent binary
+ * search tree every node below the last node the walk went right from (lo)
+ * and the last it went left from (hi) lies between them in memcmp order,
+ * so it shares with the searched page at least min(lcp(page, lo),
+ * lcp(page, hi)) leading bytes: the comparison can start there.  Pages
+ * that differ only near their end (the kernel compares them whole at every
+ * level) then cost one full comparison per search, not one per level.  The
+ * stable tree is always consistent (KSM pages never change); the unstable
+ * tree is until a page in it is written, which turns the shortcut off for
+ * the rest of the pass (m->unstable_dirty).
+ */
+static inline uint32_t lcp_of_prefixes(uint64_t a, uint64_t b, uint32_t bytes)
+{
+    return (uint32_t)(__builtin_clzll(a ^ b) >> 3) - (8 - bytes);
+}
+
+/* memcmp's sign for two pages whose first `from` bytes are equal; *lcp
+ * gets the offset of their first difference (PAGE_SIZE if none). */
+static int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
+                        uint32_t *lcp)
+{
+    const uint8_t *pa = frame_mem(m, a), *pb = frame_mem(m, b);
+    uint32_t off = from & ~63u;
+    m->st.memcmps++;
+#if defined(__x86_64__) || defined(__i386__)
+    for (; off < PAGE_SIZE; off += 64) {
+        __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off)),
+                                    _mm_loadu_si128((const __m128i *)(pb + off)));
+        __m128i e1 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 16)),
+                                    _mm_loadu_si128((const __m128i *)(pb + off + 16)));
+        __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 32)),
+                                    _mm_loadu_si128((const __m128i *)(pb + off + 32)));
+        __m128i e3 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 48)),
+                                    _mm_loadu_si128((const __m128i *)(pb + off + 48)));
+        uint64_t eq = (uint64_t)(uint32_t)_mm_movemask_epi8(e0) |
+                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e1) << 16) |
+                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e2) << 32) |
+                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e3) << 48);
+        if (eq != ~0ull) {
+            uint32_t i = off + (uint32_t)__builtin_ctzll(~eq);
+            *lcp = i;
+            return pa[i] < pb[i] ? -1 : 1;
+        }
+    }
+#else
+    for (; off < PAGE_SIZE; off++) {
+        if (pa[off] != pb[off]) {
+            *lcp = off;
+            return pa[off] < pb[off] ? -1 : 1;
+        }
+    }
+#endif
+    *lcp = PAGE_SIZE;
+    return 0;
+}
+
+#define LCP_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* The frame the pte of an rmap_item maps, PFN_NONE if none. */
 static uint32_t item_pfn(const ke_machine *m, const struct ke_rmap_item *it)
@@ -260,6 +316,8 @@ void ksm_item_write_hook(ke_machine *m, uint32_t idx, const uint8_t *page)
     struct ke_rmap_item *it = item_at(m, idx);
     it->flags &= (uint8_t)~RI_CLEAN;
     it->prefix = page_prefix32(page); /* keeps unstable tree walks exact */
+    if ((it->flags & RI_UNSTABLE) && it->seqnr == (uint8_t)m->seqnr)
+        m->unstable_dirty = true; /* the tree may now be out of order */
 }
 
 void ksm_item_leave_stable(ke_machine *m, uint32_t idx)
@@ -435,7 +493,7 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
  */
 static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
 {
-    uint32_t cur, dup, tree_pfn;
+    uint32_t cur, dup, tree_pfn, lcp, lcp_lo = 0, lcp_hi = 0;
     uint64_t prefix;
     int ret;
 
@@ -446,17 +504,23 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
     prefix = page_prefix64(frame_mem(m, pfn));
     cur = m->stable_root;
     while (cur) {
+        uint64_t tree_prefix;
         /* chains are pruned on the way, as the kernel's walk does */
         tree_pfn = stable_node_chain(m, &dup, &cur, true);
         assert(tree_pfn != PFN_NONE);
-        if (node_at(m, cur)->prefix != prefix)
-            ret = CMP_PREFIX(prefix, node_at(m, cur)->prefix);
-        else
-            ret = memcmp_pages(m, pfn, tree_pfn);
+        tree_prefix = node_at(m, cur)->prefix;
+        if (tree_prefix != prefix) {
+            ret = CMP_PREFIX(prefix, tree_prefix);
+            lcp = lcp_of_prefixes(prefix, tree_prefix, 8);
+        } else {
+            ret = page_cmp_lcp(m, pfn, tree_pfn, LCP_MIN(lcp_lo, lcp_hi), &lcp);
+        }
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
+            lcp_hi = lcp;
         } else if (ret > 0) {
             cur = node_at(m, cur)->rb[1];
+            lcp_lo = lcp;
         } else {
             if (!dup || !is_page_sharing_candidate(m, node_at(m, dup)))
                 return PFN_NONE; /* every copy full: go via unstable tree */
@@ -476,21 +540,28 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
 {
     uint32_t cur = m->stable_root, parent = 0, dup, tree_pfn, node;
     uint64_t prefix = page_prefix64(frame_mem(m, kpfn));
+    uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
     int ret = 0;
     bool need_chain = false;
 
     while (cur) {
+        uint64_t tree_prefix;
         tree_pfn = stable_node_chain(m, &dup, &cur, false);
         assert(tree_pfn != PFN_NONE);
-        if (node_at(m, cur)->prefix != prefix)
-            ret = CMP_PREFIX(prefix, node_at(m, cur)->prefix);
-        else
-            ret = memcmp_pages(m, kpfn, tree_pfn);
+        tree_prefix = node_at(m, cur)->prefix;
+        if (tree_prefix != prefix) {
+            ret = CMP_PREFIX(prefix, tree_prefix);
+            lcp = lcp_of_prefixes(prefix, tree_prefix, 8);
+        } else {
+            ret = page_cmp_lcp(m, kpfn, tree_pfn, LCP_MIN(lcp_lo, lcp_hi), &lcp);
+        }
         parent = cur;
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
+            lcp_hi = lcp;
         } else if (ret > 0) {
             cur = node_at(m, cur)->rb[1];
+            lcp_lo = lcp;
         } else {
             need_chain = true;
             break;
@@ -537,6 +608,7 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
 {
     uint32_t cur = m->unstable_root, parent = 0, tree_pfn;
     uint32_t prefix = page_prefix32(frame_mem(m, pfn));
+    uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
     struct ke_rmap_item *it;
     int ret = 0;
 
@@ -548,17 +620,21 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
          */
         if (t->prefix != prefix) {
             ret = CMP_PREFIX(prefix, t->prefix);
+            lcp = lcp_of_prefixes(prefix, t->prefix, 4);
         } else {
             tree_pfn = item_pfn(m, t);
             if (tree_pfn == PFN_NONE || tree_pfn == pfn)
                 return 0;
-            ret = memcmp_pages(m, pfn, tree_pfn);
+            ret = page_cmp_lcp(m, pfn, tree_pfn,
+                               m->unstable_dirty ? 0 : LCP_MIN(lcp_lo, lcp_hi), &lcp);
         }
         parent = cur;
         if (ret < 0) {
             cur = item_at(m, cur)->link[0];
+            lcp_hi = lcp;
         } else if (ret > 0) {
             cur = item_at(m, cur)->link[1];
+            lcp_lo = lcp;
         } else {
             *tree_pfnp = tree_pfn;
             return cur;
@@ -1020,6 +1096,7 @@ int ke_ksm_begin_pass(ke_machine *m, uint32_t seqnr)
         return -EINVAL;
     m->seqnr = seqnr;
     m->unstable_root = 0; /* dropped, not freed: see the top */
+    m->unstable_dirty = false;
     return 0;
 }
 
