@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "ksm_engine.h"
 
@@ -39,6 +40,7 @@
 #define FR_PENDING (1u << 30) /* free, queued for release to the OS */
 #define FR_ZEROED (1u << 31)  /* free, and its memory is known to be zero */
 #define PFN_NONE 0xffffffffu
+#define KE_RELEASE_BATCH 512 /* runs per process_madvise call (<= UIO_MAXIOV) */
 
 struct ke_frame {
     uint32_t count; /* map count | FR_* state bits */
@@ -146,6 +148,10 @@ struct ke_machine {
     uint64_t released_frames; /* frames handed back to the OS so far */
     uint32_t *pending;        /* freed frames not yet released to the OS */
     uint32_t nr_pending;
+    struct iovec release_iov[KE_RELEASE_BATCH]; /* runs batched for release */
+    uint32_t release_nr;      /* runs in release_iov */
+    int release_pidfd;        /* pidfd of ourselves for process_madvise; -1 none, -2 untried */
+    int release_pid;          /* the process release_pidfd names */
 
     struct ke_mm *mms;        /* KE_MAX_MMS slots, reserved */
     uint32_t mm_top;          /* slots ever used */
