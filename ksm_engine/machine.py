@@ -201,7 +201,9 @@ class Machine:
             raise TypeError("pfn must be an int")
         if not 0 <= pfn < self.nr_frames:
             raise ValueError(f"pfn {pfn} out of range")
-        return pfn * self.nr_zones // self.nr_frames
+        # zone z holds [z*nr//nz, (z+1)*nr//nz): the largest z whose start
+        # is <= pfn (pfn * nz // nr disagrees when nz does not divide nr)
+        return ((pfn + 1) * self.nr_zones + self.nr_frames - 1) // self.nr_frames - 1
 
     # --- out of memory ------------------------------------------------------
 
