@@ -913,6 +913,33 @@ static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
 }
 
 /*
+ * The last step of cmp_and_merge_page (both versions): look for the page's
+ * twin in the unstable tree (inserting the page if there is none); with a
+ * twin, make one KSM page of the two, put it in the stable tree and hang
+ * both rmap_items on it, tree item first; if the stable tree will not take
+ * it, break COW on both again.
+ */
+static void merge_via_unstable_tree(ke_machine *m, uint32_t idx, uint32_t pfn)
+{
+    uint32_t tree_pfn = PFN_NONE, kpfn, knode;
+    uint32_t tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
+    if (!tree_idx)
+        return;
+    kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
+    if (kpfn == PFN_NONE)
+        return;
+    remove_rmap_item_from_tree(m, tree_idx);
+    knode = stable_tree_insert(m, kpfn);
+    if (knode) {
+        stable_tree_append(m, tree_idx, knode);
+        stable_tree_append(m, idx, knode);
+    } else {
+        break_cow(m, tree_idx);
+        break_cow(m, idx);
+    }
+}
+
+/*
  * mm/ksm.c cmp_and_merge_page(): the heart of ksmd, for one present page
  * (frame pfn) of the item's mm.
  */
@@ -920,7 +947,7 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
                                int64_t precomputed)
 {
     struct ke_rmap_item *it = item_at(m, idx);
-    uint32_t node = 0, kpfn, knode = 0, tree_idx, tree_pfn = PFN_NONE;
+    uint32_t node = 0, kpfn, knode = 0;
     uint32_t checksum;
 
     if (m->frames[pfn].count & FR_KSM)
@@ -956,21 +983,7 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
         return;
     }
 
-    tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
-    if (tree_idx) {
-        kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
-        if (kpfn == PFN_NONE)
-            return;
-        remove_rmap_item_from_tree(m, tree_idx);
-        knode = stable_tree_insert(m, kpfn);
-        if (knode) {
-            stable_tree_append(m, tree_idx, knode);
-            stable_tree_append(m, idx, knode);
-        } else {
-            break_cow(m, tree_idx);
-            break_cow(m, idx);
-        }
-    }
+    merge_via_unstable_tree(m, idx, pfn);
 }
 
 /*
@@ -982,7 +995,7 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
                                     int64_t precomputed)
 {
     struct ke_rmap_item *it = item_at(m, idx);
-    uint32_t kpfn, knode = 0, tree_idx, tree_pfn = PFN_NONE, checksum;
+    uint32_t kpfn, knode = 0, checksum;
 
     remove_rmap_item_from_tree(m, idx);
     kpfn = stable_tree_search(m, pfn, &knode);
@@ -1008,21 +1021,7 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
         it->oldchecksum = checksum;
         return;
     }
-    tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
-    if (tree_idx) {
-        kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
-        if (kpfn == PFN_NONE)
-            return;
-        remove_rmap_item_from_tree(m, tree_idx);
-        knode = stable_tree_insert(m, kpfn);
-        if (knode) {
-            stable_tree_append(m, tree_idx, knode);
-            stable_tree_append(m, idx, knode);
-        } else {
-            break_cow(m, tree_idx);
-            break_cow(m, idx);
-        }
-    }
+    merge_via_unstable_tree(m, idx, pfn);
 }
 
 static uint32_t skip_age(uint8_t age)

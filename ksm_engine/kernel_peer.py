@@ -23,6 +23,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from .settle import CONVERGENCE_COUNTERS, DEFAULT_MAX_FULL_SCANS, SettleResult, settled
@@ -102,6 +103,32 @@ def _writable_knobs():
             if os.stat(os.path.join(KSM_DIR, n)).st_mode & 0o200]
 
 
+_lock_guard = threading.RLock()
+_lock_state = {"depth": 0, "file": None}
+
+
+@contextlib.contextmanager
+def exclusive():
+    """Holds the machine-wide lock on the kernel's KSM (an flock on
+    LOCK_PATH, shared with every other process using this module);
+    re-entrant within a process."""
+    with _lock_guard:
+        if _lock_state["depth"] == 0:
+            f = open(LOCK_PATH, "a")
+            fcntl.flock(f, fcntl.LOCK_EX)
+            _lock_state["file"] = f
+        _lock_state["depth"] += 1
+        try:
+            yield
+        finally:
+            _lock_state["depth"] -= 1
+            if _lock_state["depth"] == 0:
+                f = _lock_state["file"]
+                _lock_state["file"] = None
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+
+
 @contextlib.contextmanager
 def kernel_ksm():
     """Exclusive use of the kernel's KSM: saves every knob and restores them
@@ -109,8 +136,12 @@ def kernel_ksm():
     ok, why = availability()
     if not ok:
         raise KernelKsmUnavailable(errno.ENOENT, why)
-    lock = open(LOCK_PATH, "a")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(), _saved_knobs():
+        yield
+
+
+@contextlib.contextmanager
+def _saved_knobs():
     saved = {}
     try:
         for name in _writable_knobs():
@@ -136,8 +167,6 @@ def kernel_ksm():
                     write_knob(name, value)
         with contextlib.suppress(OSError):
             write_knob("run", "2")
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
 
 
 def _start_children(paths):

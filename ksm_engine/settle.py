@@ -40,28 +40,16 @@ def settled(history, min_scans=MIN_FULL_SCANS, held=HELD_SCANS):
 
 
 def load_images(paths, *, knobs=None, compat=None, extra_ram=16 << 20):
-    """A Machine with one process per image, in order, each with one
+    """A Machine with one process per image file, in order, each with one
     MERGEABLE area holding the image's bytes; knobs (name -> text) are
     written to its sysfs first (OSError with the kernel's errno if one is
-    rejected).  Returns (machine, processes)."""
-    sizes = []
+    rejected).  Returns (machine, processes).  Images are mapped, not read,
+    so each is held once, in the machine."""
     buffers = []
     try:
         for path in paths:
-            buf = open_image(path)
-            buffers.append(buf)
-            sizes.append(len(buf))
-        m = Machine(ram=sum(sizes) + extra_ram, ksm_compat=compat)
-        for name, value in (knobs or {}).items():
-            m.ksm.sysfs[name] = value
-        procs = []
-        for i, buf in enumerate(buffers):
-            p = m.spawn(name=f"image{i}")
-            a = p.mmap(len(buf))
-            p.write(a, buf)
-            p.madvise(a, len(buf), MADV_MERGEABLE)
-            procs.append(p)
-        return m, procs
+            buffers.append(open_image(path))
+        return load_buffers(buffers, knobs=knobs, compat=compat, extra_ram=extra_ram)
     finally:
         for b in buffers:
             b.close()

@@ -52,11 +52,13 @@ def test_engine_matches_kernel(tmp_path, name):
 @pytest.mark.kernel
 def test_kernel_knobs_restored(tmp_path):
     """run_kernel leaves every knob as it found it, and run=2."""
-    before = {n: kernel_peer.read_knob(n) for n in os.listdir(kernel_peer.KSM_DIR)
-              if os.stat(os.path.join(kernel_peer.KSM_DIR, n)).st_mode & 0o200 and n != "run"}
     images, _ = WORKLOADS["dup_across_processes"]()
-    kernel_peer.run_kernel(_write_images(tmp_path, images),
-                           {"max_page_sharing": "7", "use_zero_pages": "1", "smart_scan": "0"})
-    after = {n: kernel_peer.read_knob(n) for n in before}
+    paths = _write_images(tmp_path, images)
+    with kernel_peer.exclusive():  # no other user of the kernel's KSM meanwhile
+        before = {n: kernel_peer.read_knob(n) for n in os.listdir(kernel_peer.KSM_DIR)
+                  if os.stat(os.path.join(kernel_peer.KSM_DIR, n)).st_mode & 0o200 and n != "run"}
+        kernel_peer.run_kernel(paths, {"max_page_sharing": "7", "use_zero_pages": "1",
+                                       "smart_scan": "0"})
+        after = {n: kernel_peer.read_knob(n) for n in before}
+        assert kernel_peer.read_knob("run") == "2"
     assert after == before
-    assert kernel_peer.read_knob("run") == "2"
