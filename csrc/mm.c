@@ -290,25 +290,48 @@ int ke_break_cow_pte(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
 }
 
 /*
- * Counts the frames writing [vpn, vpn + n) needs, allocating the leaves it
- * will touch on the way.  Returns the count, or -ENOMEM if a leaf could not
- * be allocated.
+ * Counts the frames writing [vpn, vpn + n) needs.  Looks only: a page
+ * without a leaf needs a frame like a pte that maps nothing, so a write
+ * that fails for want of frames allocates no page table on the way (a fill
+ * of a huge area must not build tables for all of it first).
  */
-static int64_t count_frames_needed(ke_machine *m, struct ke_mm *mm,
-                                   uint64_t vpn, uint64_t n)
+static uint64_t count_frames_needed(const ke_machine *m,
+                                    const struct ke_mm *mm, uint64_t vpn,
+                                    uint64_t n)
 {
-    int64_t need = 0;
+    uint64_t need = 0;
     for (uint64_t v = vpn; v < vpn + n;) {
-        struct pt_leaf *leaf = pt_leaf_alloc(mm, (uint32_t)v);
+        const struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
         uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
         if (leaf_end > vpn + n)
             leaf_end = vpn + n;
-        if (!leaf)
-            return -ENOMEM;
+        if (!leaf) {
+            need += leaf_end - v;
+            v = leaf_end;
+            continue;
+        }
         for (; v < leaf_end; v++)
             need += pte_needs_frame(m, leaf->pte[v & (PT_LEAF_SIZE - 1)]);
     }
     return need;
+}
+
+/*
+ * Allocates the missing leaves of [vpn, vpn + n) (after the frame count
+ * said the write can go ahead).  On -ENOMEM frees again the leaves it made,
+ * which are still empty, so the failed write changed nothing.
+ */
+static int alloc_leaves(struct ke_mm *mm, uint64_t vpn, uint64_t n)
+{
+    uint64_t v, end = vpn + n;
+    for (v = vpn; v < end; v = (v | (PT_LEAF_SIZE - 1)) + 1) {
+        if (!pt_leaf_alloc(mm, (uint32_t)v)) {
+            for (uint64_t u = vpn; u <= v; u = (u | (PT_LEAF_SIZE - 1)) + 1)
+                pt_leaf_maybe_free(mm, (uint32_t)u);
+            return -ENOMEM;
+        }
+    }
+    return 0;
 }
 
 /* Shared by write (buf) and fill (byte, buf NULL). */
@@ -317,8 +340,8 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
                     uint64_t *frames_short)
 {
     struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t first_vpn, last_vpn, done = 0;
-    int64_t need;
+    uint64_t first_vpn, last_vpn, done = 0, need;
+    int err;
 
     if (frames_short)
         *frames_short = 0;
@@ -326,22 +349,20 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
         return -ESRCH;
     if (len == 0)
         return 0;
-    if (addr > (VPN_MAX << PAGE_SHIFT) ||
+    if (addr >= ((VPN_MAX + 1) << PAGE_SHIFT) ||
         len > ((VPN_MAX + 1) << PAGE_SHIFT) - addr)
         return -EFAULT;
     first_vpn = addr >> PAGE_SHIFT;
     last_vpn = (addr + len - 1) >> PAGE_SHIFT;
     need = count_frames_needed(m, mm, first_vpn, last_vpn - first_vpn + 1);
-    if (need < 0)
-        return (int)need;
-    if ((uint64_t)need > m->free_frames ||
+    if (need > m->free_frames ||
         (need && ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
         if (frames_short)
-            *frames_short = (uint64_t)need > m->free_frames
-                                ? (uint64_t)need - m->free_frames
-                                : 1;
+            *frames_short = need > m->free_frames ? need - m->free_frames : 1;
         return -ENOMEM;
     }
+    if ((err = alloc_leaves(mm, first_vpn, last_vpn - first_vpn + 1)))
+        return err;
     for (uint64_t vpn = first_vpn; vpn <= last_vpn; vpn++) {
         struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)vpn);
         uint32_t i = (uint32_t)(vpn & (PT_LEAF_SIZE - 1));
@@ -394,7 +415,7 @@ int ke_mm_read(ke_machine *m, uint32_t id, uint64_t addr, void *buf,
         return 0;
     if (!buf)
         return -EINVAL;
-    if (addr > (VPN_MAX << PAGE_SHIFT) ||
+    if (addr >= ((VPN_MAX + 1) << PAGE_SHIFT) ||
         len > ((VPN_MAX + 1) << PAGE_SHIFT) - addr)
         return -EFAULT;
     while (done < len) {
