@@ -63,7 +63,10 @@ def _buffer(data):
         raise TypeError("data must be bytes-like, not str (encode it first)")
     try:
         return ffi.from_buffer(data)
-    except TypeError:
+    except (TypeError, ValueError, BufferError):
+        # TypeError: no buffer interface (tried once more below, to give our
+        # message); ValueError (numpy) / BufferError (memoryview): a buffer
+        # that is not C-contiguous, which tobytes() copies in C order
         try:
             return ffi.from_buffer(memoryview(data).tobytes())
         except TypeError:
