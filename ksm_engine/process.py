@@ -163,8 +163,9 @@ class Process:
             if addr is None:
                 addr = self._next_addr
                 if addr + length > TASK_SIZE:
-                    raise OSError(errno.ENOMEM, "mmap: address space exhausted")
-                self._next_addr = addr + length + PAGE_SIZE  # a guard gap
+                    addr = self._find_gap(length)
+                else:
+                    self._next_addr = addr + length + PAGE_SIZE  # a guard gap
             else:
                 addr = _int_arg("addr", addr)
                 if addr & PAGE_MASK or addr < 0 or addr + length > TASK_SIZE:
@@ -178,6 +179,23 @@ class Process:
                 self.machine.ksm.mm_enter(self)
             self._areas_changed()
             return addr
+
+    def _find_gap(self, length):
+        """The lowest address >= MMAP_BASE where ``length`` bytes fit
+        between the areas, with a guard page after any area below (first
+        fit, once the bump pointer has reached the top: an area mapped at
+        a fixed high address must not use up the address space).
+        OSError(ENOMEM) when no gap is big enough."""
+        pos = MMAP_BASE
+        for a in self.areas.values():
+            if a.end + PAGE_SIZE <= pos:
+                continue
+            if a.start >= pos + length:
+                return pos
+            pos = max(pos, a.end + PAGE_SIZE)
+        if pos + length <= TASK_SIZE:
+            return pos
+        raise OSError(errno.ENOMEM, "mmap: address space exhausted")
 
     def _overlapping(self, start, end):
         i = max(self.areas.bisect_right(start) - 1, 0)
