@@ -179,6 +179,8 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t mm, const struct ke_range *ranges,
 int ke_ksm_remove_all(ke_machine *m);
 int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen);
 uint32_t ke_checksum_page(const void *page, int compat_2009);
+int ke_checksum_pages(const void *buf, uint64_t n, int compat_2009,
+                      uint32_t *out);
 
 /* --- looking inside (introspect.c): for tests, research, debugging --- */
 int ke_mm_rmap_items(const ke_machine *m, uint32_t mm, uint64_t start,
