@@ -73,6 +73,16 @@ def _buffer(data):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}") from None
 
 
+def _writable_buffer(buf):
+    """A C view of a writable, C-contiguous buffer (bytearray, memoryview,
+    array, numpy array); TypeError for anything else, as io's readinto."""
+    try:
+        return ffi.from_buffer(buf, require_writable=True)
+    except (TypeError, ValueError, BufferError):
+        raise TypeError("buffer must be a writable, C-contiguous bytes-like object, "
+                        f"not {type(buf).__name__}") from None
+
+
 try:  # one copy on read: fill a fresh bytes object before anyone sees it
     import ctypes
 
@@ -145,9 +155,10 @@ class Process:
         length = _int_arg("length", length)
         if addr & PAGE_MASK or addr < 0:
             raise OSError(errno.EINVAL, f"{what}: address {addr:#x} is not page aligned")
-        if length < 0 or addr + length > TASK_SIZE:
-            raise OSError(errno.EINVAL, f"{what}: bad length {length}")
-        return addr, (length + PAGE_MASK) & ~PAGE_MASK
+        if length < 0 or length & PAGE_MASK or addr + length > TASK_SIZE:
+            raise OSError(errno.EINVAL, f"{what}: bad length {length} (a multiple of {PAGE_SIZE} "
+                                        f"within the address space)")
+        return addr, length
 
     # --- memory map ------------------------------------------------------------
 
@@ -168,8 +179,10 @@ class Process:
                     self._next_addr = addr + length + PAGE_SIZE  # a guard gap
             else:
                 addr = _int_arg("addr", addr)
-                if addr & PAGE_MASK or addr < 0 or addr + length > TASK_SIZE:
+                if addr & PAGE_MASK or addr < 0:
                     raise OSError(errno.EINVAL, f"mmap: bad address {addr:#x}")
+                if addr + length > TASK_SIZE:  # as get_unmapped_area
+                    raise OSError(errno.ENOMEM, f"mmap: {addr:#x}+{length} beyond the address space")
                 if any(True for _ in self._overlapping(addr, addr + length)):
                     raise OSError(errno.EEXIST, f"mmap: {addr:#x}+{length} overlaps an area")
                 self._next_addr = max(self._next_addr, addr + length + PAGE_SIZE)
@@ -208,7 +221,9 @@ class Process:
 
     def munmap(self, addr, length):
         """Unmaps [addr, addr+length): frees its frames and KSM's rmap_items.
-        Unmapped parts of the range are not an error (as Linux)."""
+        Unmapped parts of the range are not an error (as Linux); an address
+        or length that is not page aligned, or zero or negative length, is
+        OSError(EINVAL)."""
         with self.machine.lock:
             self._check_alive()
             addr, length = self._range_args(addr, length, "munmap")
@@ -278,7 +293,7 @@ class Process:
     def readinto(self, addr, buf):
         """Reads len(buf) bytes at addr into a writable buffer; returns the count."""
         addr = _int_arg("addr", addr)
-        cbuf = ffi.from_buffer(buf, require_writable=True)
+        cbuf = _writable_buffer(buf)
         n = len(cbuf)
         with self.machine.lock:
             self._check_alive()
