@@ -54,6 +54,7 @@ def machine_info():
         "python": platform.python_version(),
         "commit": _git("rev-parse", "HEAD"),
         "core_locally_modified": bool(dirty),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -8,6 +8,8 @@ on the same files under the same convergence rule (settle.py):
   engine   `python -m ksm_engine scan --json --set KNOB=V ... IMAGES` in a
            child process; its `seconds` is scan time until settled
            (loading the images excluded).  The child's wall time is kept too.
+           It runs at ksmd's nice value (5): on a machine shared with other
+           work both then get the same share of the CPU.
   kernel   kernel_peer.run_kernel(IMAGES, knobs): one child process per
            image, ksmd unthrottled, time from run=1 to the settling full
            scan less ksmd's pauses between scans.  It takes the kernel-KSM
@@ -25,12 +27,14 @@ the summary go to benchmarks/results/vs_kernel.json (or --out).
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 from benchmarks.machine_info import machine_info, median, results_path  # noqa: E402
 from ksm_engine import kernel_peer, workloads  # noqa: E402
@@ -40,13 +44,31 @@ COMPARED = ("pages_shared", "pages_sharing", "stable_node_chains", "stable_node_
             "ksm_zero_pages", "rmap_items")
 
 
-def run_engine(paths, knobs):
-    """One `ksm-engine scan` in a child process; returns its JSON plus wall."""
+def ksmd_nice():
+    """The nice value of the kernel's ksmd thread (5 on Linux), 0 if not found."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "ksmd":
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[16])
+        except (OSError, ValueError, IndexError):
+            continue
+    return 0
+
+
+def run_engine(paths, knobs, nice=0):
+    """One `ksm-engine scan` in a child process at the given nice value;
+    returns its JSON plus wall."""
     cmd = [sys.executable, "-m", "ksm_engine", "scan", "--json"]
     for k, v in knobs.items():
         cmd += ["--set", f"{k}={v}"]
+    # This checkout's ksm_engine, whatever else is installed.
+    env = dict(os.environ, PYTHONPATH=REPO)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd + list(paths), capture_output=True, text=True)
+    proc = subprocess.run(cmd + list(paths), capture_output=True, text=True, env=env,
+                          preexec_fn=(lambda: os.nice(nice)) if nice > 0 else None)
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise RuntimeError(f"ksm-engine scan failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -75,7 +97,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=results_path("vs_kernel.json"))
     ap.add_argument("--tmpdir", default=None, help="where the images go (default: a temp dir)")
+    ap.add_argument("--engine-nice", type=int, default=None,
+                    help="nice value of the engine's process (default: ksmd's, so both "
+                         "compete alike with whatever else runs)")
     args = ap.parse_args(argv)
+    # A kill ends the run through the finally clauses: the kernel's knobs
+    # are restored (run=2) even then.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.engine_nice is None:
+        args.engine_nice = ksmd_nice()
 
     ok, why = kernel_peer.availability()
     if not ok:
@@ -90,7 +120,7 @@ def main(argv=None):
     runs, rows = [], []
     t_all = time.perf_counter()
     header = (f"{'workload':24s} {'size':>7s} {'pages':>8s} {'kernel s':>9s} {'engine s':>9s} "
-              f"{'ratio':>7s} {'k Mpg/s':>8s} {'e Mpg/s':>8s} {'scans k/e':>9s} match")
+              f"{'ratio':>7s} {'k Mpg/s':>8s} {'e Mpg/s':>8s} {'scans k/e':>9s} match  loadavg")
     print(header)
     print("-" * len(header))
     for size in sizes:
@@ -102,7 +132,8 @@ def main(argv=None):
                 for rep in range(args.reps):
                     order = ("engine", "kernel") if rep % 2 == 0 else ("kernel", "engine")
                     for who in order:
-                        r = run_engine(paths, wl.knobs) if who == "engine" else run_kernel(paths, wl.knobs)
+                        r = (run_engine(paths, wl.knobs, args.engine_nice) if who == "engine"
+                             else run_kernel(paths, wl.knobs))
                         r.update(workload=name, size=size, rep=rep, who=who, knobs=wl.knobs)
                         per[who].append(r)
                         runs.append(r)
@@ -122,6 +153,7 @@ def main(argv=None):
                 "kernel_full_scans": median([r["full_scans"] for r in per["kernel"]]),
                 "settled": all(r["settled"] for r in per["engine"] + per["kernel"]),
                 "counters_match": match,
+                "loadavg_1min": round(os.getloadavg()[0], 2),
                 "engine_counters": dict(zip(COMPARED, ek[0])),
                 "kernel_counters": dict(zip(COMPARED, kk[0])),
             }
@@ -130,7 +162,8 @@ def main(argv=None):
             kps = pages * row["kernel_full_scans"] / ks / 1e6 if ks else float("inf")
             print(f"{name:24s} {fmt_size(size):>7s} {pages:8d} {ks:9.3f} {es:9.3f} {row['ratio']:7.2f} "
                   f"{kps:8.2f} {eps:8.2f} {row['kernel_full_scans']:4.0f}/{row['engine_full_scans']:<4.0f} "
-                  f"{'yes' if match else 'NO'}{'' if row['settled'] else ' (unsettled)'}", flush=True)
+                  f"{'yes' if match else 'NO'}{'' if row['settled'] else ' (unsettled)'}  load {row['loadavg_1min']:.1f}",
+                  flush=True)
             if not match:
                 print(f"    engine {row['engine_counters']}\n    kernel {row['kernel_counters']}")
     ratios = [r["ratio"] for r in rows]
