@@ -49,8 +49,16 @@ static inline uint64_t xxh64_merge(uint64_t acc, uint64_t val)
 
 uint64_t ke_xxh64(const void *data, size_t len, uint64_t seed)
 {
-    const uint8_t *p = data, *end = p + len;
+    static const uint8_t empty[1];
+    const uint8_t *p, *end;
     uint64_t h;
+
+    if (!data) { /* a NULL buffer hashes as the empty one, never faults */
+        data = empty;
+        len = 0;
+    }
+    p = data;
+    end = p + len;
 
     if (len >= 32) {
         const uint8_t *limit = end - 32;
@@ -125,6 +133,8 @@ static inline uint32_t rol32(uint32_t w, int s)
 uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval)
 {
     uint32_t a, b, c;
+    if (!k) /* a NULL buffer hashes as the empty one, never faults */
+        length = 0;
     a = b = c = 0xdeadbeef + (length << 2) + initval;
     while (length > 3) {
         a += k[0];

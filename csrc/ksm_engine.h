@@ -189,6 +189,7 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t mm, uint64_t start,
 int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
                         struct ke_stable_info *out, uint32_t max,
                         uint32_t *n_out, uint32_t *next);
+/* The two hashes (a NULL buffer hashes as an empty one, whatever len). */
 uint64_t ke_xxh64(const void *data, size_t len, uint64_t seed);
 uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval);
 /* CDEF END */
