@@ -1,0 +1,48 @@
+"""Fixtures shared by every test folder: a small machine, a process on it,
+and the check that runs after each test that used them.
+
+Kept generic on purpose: subfolders (tests/cmm, tests/kernel, ...) add
+their own conftest.py for what only they need.
+
+    machine   a 64 MiB Machine (16384 frames), checked (Machine.check and
+              the frame identity) when the test ends
+    proc      a process spawned on ``machine``
+"""
+import pytest
+
+from ksm_engine import Machine
+
+SMALL_RAM = "64MiB"
+
+
+def assert_frames_add_up(m):
+    """free + used + balloon frames == nr_frames, read through the public
+    properties (meminfo and the single properties must agree)."""
+    info = m.meminfo()
+    assert info["free_pages"] + info["used_pages"] + info["balloon_pages"] == info["nr_frames"]
+    assert m.free_pages + m.used_pages + m.balloon_pages == m.nr_frames
+
+
+def proc_status_kib(field="VmRSS"):
+    """A field of /proc/self/status in KiB (VmRSS, RssAnon, ...): the real
+    resident memory of this Python process."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+@pytest.fixture
+def machine():
+    """A small machine; its core is verified from scratch after the test."""
+    m = Machine(ram=SMALL_RAM)
+    yield m
+    m.check()
+    assert_frames_add_up(m)
+
+
+@pytest.fixture
+def proc(machine):
+    """A fresh process on ``machine``."""
+    return machine.spawn(name="t")
