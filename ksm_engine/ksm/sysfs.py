@@ -5,7 +5,8 @@ text a shell would write (a str, or bytes; an int is accepted as its decimal
 text) and parse it the way the kernel's store function does, with the same
 kstrto* rules (a leading '+', one trailing newline, nothing else; overflow
 is ERANGE where the kernel passes kstrtoint/kstrtoul's error through and
-EINVAL where it maps every error to EINVAL).  A rejected write raises
+EINVAL where it maps every error to EINVAL; the text ends at a NUL, as the
+C string the store function reads does).  A rejected write raises
 OSError with the kernel's errno and changes nothing.  An empty write is a
 no-op, as on the real files.  Writing a read-only counter is EACCES, an
 unknown name is ENOENT.  Checked against the real kernel in
@@ -147,7 +148,9 @@ class KsmSysfs(Mapping):
             raise TypeError(f"write a str, bytes or int, not {type(value).__name__}")
         if value == "":
             return  # a write of no bytes never reaches the store function
-        table[name][1](name, value)
+        # kernfs NUL-terminates the written bytes and the store function
+        # reads a C string: whatever follows a NUL is never seen
+        table[name][1](name, value.split("\0", 1)[0])
 
     def get(self, name, default=None):
         try:
