@@ -364,17 +364,21 @@ class Process:
             areas = self._areas_in(addr, end)
             covered = sum(a.end - a.start for a in areas)
             ksm = self.machine.ksm
-            if advice == MADV_MERGEABLE:
-                for a in areas:
-                    a.flags |= VM_MERGEABLE
-                if areas:
-                    ksm.mm_enter(self)
-            else:
-                for a in areas:
-                    if a.mergeable:
-                        ksm.unmerge_range(self, a.start, a.end)
-                        a.flags &= ~VM_MERGEABLE
-            self._areas_changed()
+            try:
+                if advice == MADV_MERGEABLE:
+                    for a in areas:
+                        a.flags |= VM_MERGEABLE
+                    if areas:
+                        ksm.mm_enter(self)
+                else:
+                    # area by area, as the kernel: an ENOMEM leaves the areas
+                    # before the failing one unmerged and not VM_MERGEABLE
+                    for a in areas:
+                        if a.mergeable:
+                            ksm.unmerge_range(self, a.start, a.end)
+                            a.flags &= ~VM_MERGEABLE
+            finally:
+                self._areas_changed()  # the scan must see the flags as they are
             if covered != length:
                 raise OSError(errno.ENOMEM, "madvise: part of the range is not mapped")
             return 0
@@ -397,10 +401,18 @@ class Process:
                         ksm.mm_enter(self)
                 else:
                     if self.merge_any:
-                        for a in self.areas.values():
-                            if a.mergeable:
-                                ksm.unmerge_range(self, a.start, a.end)
-                                a.flags &= ~VM_MERGEABLE
+                        try:
+                            for a in self.areas.values():
+                                if a.mergeable:
+                                    ksm.unmerge_range(self, a.start, a.end)
+                                    a.flags &= ~VM_MERGEABLE
+                        except OSError:
+                            # ksm_disable_merge_any(): if unmerging fails the
+                            # whole call fails and every area stays mergeable
+                            for a in self.areas.values():
+                                a.flags |= VM_MERGEABLE
+                            self._areas_changed()
+                            raise
                         self.merge_any = False
                 self._areas_changed()
                 return 0
