@@ -26,3 +26,34 @@ def pytest_collect_file(file_path, parent):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "benchmark: a pytest-benchmark benchmark")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """After pytest-benchmark's tables, one line per benchmark of a group
+    that has a baseline (a benchmark whose name contains "baseline"): its
+    mean time as a ratio to the fastest baseline of the group, and its
+    throughput when it recorded extra_info["bytes"]:
+
+        access  test_read      3.72x test_baseline_copy_into   1258 MB/s
+    """
+    session = getattr(config, "_benchmarksession", None)
+    groups = {}
+    for b in getattr(session, "benchmarks", []):
+        if b:
+            groups.setdefault(b.group, []).append(b)
+    lines = []
+    for group, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        bases = [b for b in members if "baseline" in b.name]
+        if not bases:
+            continue
+        base = min(bases, key=lambda b: b.stats.mean)
+        for b in sorted(members, key=lambda b: b.stats.mean):
+            line = f"{group}  {b.name:<40} {b.stats.mean / base.stats.mean:6.2f}x {base.name}"
+            nbytes = b.extra_info.get("bytes")
+            if nbytes:
+                line += f"  {nbytes / b.stats.mean / 1e6:8.0f} MB/s"
+            lines.append(line)
+    if lines:
+        terminalreporter.write_sep("-", "ratios to each group's baseline (mean times)")
+        for line in lines:
+            terminalreporter.write_line(line)
