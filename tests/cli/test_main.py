@@ -1,0 +1,50 @@
+"""Conventions every command shares: --version, --help with an example,
+usage errors as exit 2 without a traceback."""
+import pytest
+
+from ksm_engine import __version__
+
+from .conftest import assert_usage_error, run_cli
+
+COMMANDS = ["demo", "scan", "cmm", "estimate", "compare-kernel"]
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"ksm-engine {__version__}"
+
+
+def test_top_level_help_lists_every_command():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for name in COMMANDS:
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_has_an_example(name):
+    r = run_cli(name, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: ksm-engine " + name)
+    assert "example" in r.stdout
+    assert f"ksm-engine {name}" in r.stdout.split("example", 1)[1]
+
+
+def test_no_command_is_a_usage_error():
+    r = run_cli()
+    assert r.returncode == 2
+    assert "usage:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_command():
+    assert_usage_error(run_cli("frobnicate"), "invalid choice")
+
+
+@pytest.mark.parametrize("args", [["demo"], ["estimate"], ["compare-kernel", "a.img"]])
+def test_unknown_option(args):
+    assert_usage_error(run_cli(*args, "--bogus"), "unrecognized arguments: --bogus")
+
+
+def test_compare_kernel_needs_an_image():
+    assert_usage_error(run_cli("compare-kernel"), "required: IMAGE")
