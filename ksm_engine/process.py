@@ -447,7 +447,9 @@ class Process:
                 "ksm_merging_pages": s.ksm_merging_pages,
                 "ksm_process_profit": profit,
                 "ksm_merge_any": YesNo(self.merge_any),
-                "ksm_mergeable": YesNo(self.machine.ksm.is_registered(self)),
+                # ksm_process_mergeable(): some VMA is VM_MERGEABLE now (an
+                # mm stays on KSM's list until ksmd next passes it)
+                "ksm_mergeable": YesNo(any(a.flags & VM_MERGEABLE for a in self.areas.values())),
             }
 
     def ksm_stat_text(self):
