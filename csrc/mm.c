@@ -37,7 +37,11 @@ struct pt_leaf *pt_leaf_lookup(const struct ke_mm *mm, uint32_t vpn)
     return mid->leaf[(vpn >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
 }
 
-/* The leaf covering vpn, allocated (empty) if missing; NULL on ENOMEM. */
+/*
+ * The leaf covering vpn, allocated (empty) if missing; NULL on ENOMEM, with
+ * nothing allocated (a middle table made for this leaf goes again: no leaf
+ * would ever free it).
+ */
 struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn)
 {
     struct pt_mid **midp = &mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
@@ -50,8 +54,13 @@ struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn)
     leafp = &(*midp)->leaf[(vpn >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
     if (!*leafp) {
         *leafp = calloc(1, sizeof(struct pt_leaf));
-        if (!*leafp)
+        if (!*leafp) {
+            if (!(*midp)->nr_leaves) {
+                free(*midp);
+                *midp = NULL;
+            }
             return NULL;
+        }
         (*midp)->nr_leaves++;
     }
     return *leafp;
