@@ -143,7 +143,8 @@ struct ke_machine {
     uint64_t arena_bytes;
     struct ke_frame *frames;  /* nr_frames records */
     uint32_t nr_frames;
-    uint32_t free_head;       /* first free frame, PFN_NONE: none */
+    uint32_t free_head;       /* first free frame, PFN_NONE: none free */
+    uint32_t fresh;           /* frames >= fresh never used: free, zero, not listed */
     uint64_t free_frames, used_frames, balloon_frames, ksm_frames;
     uint64_t released_frames; /* frames handed back to the OS so far */
     uint32_t *pending;        /* freed frames not yet released to the OS */

@@ -37,9 +37,13 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
         return -ENOMEM;
     }
     for (pfn = m->free_head; pfn != PFN_NONE; pfn = m->frames[pfn].aux) {
-        if (pfn >= m->nr_frames || ++listed > m->nr_frames)
+        if (pfn >= m->fresh || ++listed > m->nr_frames)
             FAIL("free list corrupt at %u", pfn);
     }
+    if (m->fresh > m->nr_frames || (!listed && m->fresh < m->nr_frames))
+        FAIL("fresh %u of %u frames, %lu listed", m->fresh, m->nr_frames,
+             (unsigned long)listed);
+    listed += m->nr_frames - m->fresh; /* never used: free, not listed */
     for (id = 1; id < m->mm_top; id++) {
         const struct ke_mm *mm = &m->mms[id];
         uint64_t rss = 0, mz = 0, mi = 0, merging = 0;
@@ -108,6 +112,8 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
     }
     for (pfn = 0; pfn < m->nr_frames; pfn++) {
         uint32_t c = m->frames[pfn].count;
+        if (pfn >= m->fresh && (c || m->frames[pfn].aux || maps[pfn]))
+            FAIL("never used frame %u is in use", pfn);
         if (c & FR_BALLOON) {
             nballoon++;
             if (maps[pfn])
