@@ -403,3 +403,42 @@ def test_check_counts_an_mm_made_through_the_core():
     assert m.used_pages == 4
     assert p.read(a, 2) == b"yx"
     m.check()
+
+
+def test_frames_are_handed_out_in_address_order_and_reused_first():
+    """A fresh machine gives frames 0, 1, 2, ... in order; a freed frame is
+    the next one handed out (the free list is LIFO)."""
+    m = Machine(ram=64 * PAGE_SIZE)
+    p = m.spawn()
+    a = p.mmap(64 * PAGE_SIZE)
+    p.fill(a, 1, 10 * PAGE_SIZE)
+    assert p.ptes(a, 10)[0] == list(range(10))
+    p.munmap(a + 3 * PAGE_SIZE, PAGE_SIZE)
+    p.munmap(a + 7 * PAGE_SIZE, PAGE_SIZE)
+    p.fill(a + 20 * PAGE_SIZE, 2, 3 * PAGE_SIZE)
+    assert p.ptes(a + 20 * PAGE_SIZE, 3)[0] == [7, 3, 10]
+    pfn = m.balloon_page_alloc()
+    assert pfn == 11
+    b = p.mmap(52 * PAGE_SIZE)
+    p.fill(b, 3, 52 * PAGE_SIZE)                 # every frame left, in order
+    assert p.ptes(b, 52)[0] == list(range(12, 64))
+    assert m.free_pages == 0
+    m.check()
+
+
+def test_a_huge_machine_costs_nothing_until_its_frames_are_used():
+    """15 TiB of frames: made at once, without touching a record per frame
+    (that would be 30 GiB of this process's memory)."""
+    from tests.conftest import proc_status_kib
+
+    before = proc_status_kib()
+    m = Machine(ram="15TiB")
+    assert proc_status_kib() - before < 64 * 1024
+    assert m.nr_frames == m.free_pages == 15 << 28
+    p = m.spawn()
+    a = p.mmap(1 << 30)
+    p.write(a + (1 << 29) + 5, b"far away")
+    assert p.read(a + (1 << 29), 13) == bytes(5) + b"far away"
+    assert (m.used_pages, m.free_pages) == (1, (15 << 28) - 1)
+    p.exit()
+    assert m.free_pages == m.nr_frames
