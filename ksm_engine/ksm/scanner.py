@@ -133,6 +133,11 @@ class Scanner:
                 self.address = 0
                 if slot.nranges == 0:
                     self.remove(slot.proc)
+                    if not self.slots:
+                        # it was the last: the cursor is back at the head,
+                        # which ends the pass (seqnr++) as in the kernel
+                        self._end_pass()
+                        break
                 else:
                     self.cursor += 1
             return scanned
