@@ -990,6 +990,8 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
  * The 2009 cmp_and_merge_page (seed 004): the stable tree is searched
  * before the checksum test, a KSM page that fell out of the stable tree is
  * broken, the checksum is jhash2, and there are no zero pages or chains.
+ * As the seed's ksm_do_scan(), a KSM page whose rmap_item is in the stable
+ * tree is left alone, even when it is the page's last mapping.
  */
 static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
                                     int64_t precomputed)
@@ -997,6 +999,8 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
     struct ke_rmap_item *it = item_at(m, idx);
     uint32_t kpfn, knode = 0, checksum;
 
+    if ((m->frames[pfn].count & FR_KSM) && (it->flags & RI_STABLE))
+        return;
     remove_rmap_item_from_tree(m, idx);
     kpfn = stable_tree_search(m, pfn, &knode);
     if (kpfn != PFN_NONE) {
