@@ -25,6 +25,8 @@ MMAP_BASE = 0x10000000
 TASK_SIZE = (lib.KE_MAX_VPN + 1) * PAGE_SIZE
 
 VM_MERGEABLE = 0x80000000
+# Most pages one Process.ptes() call describes (64 GiB of address space).
+PTES_MAX = 1 << 24
 
 MADV_MERGEABLE = 12
 MADV_UNMERGEABLE = 13
@@ -490,6 +492,8 @@ class Process:
         npages = _int_arg("npages", npages)
         if addr & PAGE_MASK or addr < 0 or npages < 0 or addr + npages * PAGE_SIZE > TASK_SIZE:
             raise OSError(errno.EINVAL, "ptes: bad range")
+        if npages > PTES_MAX:  # the lists alone would take tens of GiB
+            raise OSError(errno.EINVAL, f"ptes: at most {PTES_MAX} pages a call, ask in parts")
         with self.machine.lock:
             self._check_alive()
             pfns = ffi.new("uint32_t[]", max(npages, 1))
