@@ -496,12 +496,14 @@ def test_prctl_bad_arguments_are_einval(setup, args):
 
 
 @pytest.mark.parametrize("addr, n", [(1, 1), (0, -1), (-PAGE_SIZE, 1), (0, 1 << 64),
-                                      (TASK_SIZE, 1), (TASK_SIZE - PAGE_SIZE, 2), (1 << 64, 0)])
+                                      (TASK_SIZE, 1), (TASK_SIZE - PAGE_SIZE, 2), (1 << 64, 0),
+                                      (0, 1 << 32), (0, (1 << 24) + 1)])
 def test_ptes_bad_range_is_einval(setup, addr, n):
     _, p, _, _ = setup
     with pytest.raises(OSError) as e:
         p.ptes(addr, n)
     assert e.value.errno == errno.EINVAL
+
 
 
 # --- exited processes ---------------------------------------------------------------------------
