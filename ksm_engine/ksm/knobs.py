@@ -31,11 +31,11 @@ KNOBS_6X = {
     "advisor_target_scan_time": (200, "ulong_einval"),
 }
 
-KNOBS_2009 = {
-    "pages_to_scan": (100, "uint_einval"),
-    "sleep_millisecs": (20, "uint_einval"),
-    "run": (0, "uint_einval"),
-    "max_kernel_pages": (0, "ulong_einval"),
+KNOBS_2009 = {  # the seed's stores: strict_strtoul (sysfs.py)
+    "pages_to_scan": (100, "strict_uint"),
+    "sleep_millisecs": (20, "strict_uint"),
+    "run": (0, "strict_uint"),
+    "max_kernel_pages": (0, "strict_ulong"),
 }
 
 # Knobs the C core reads: a change is handed to it at once.

@@ -10,7 +10,8 @@ C string the store function reads does).  A rejected write raises
 OSError with the kernel's errno and changes nothing.  An empty write is a
 no-op, as on the real files.  Writing a read-only counter is EACCES, an
 unknown name is ENOENT.  Checked against the real kernel in
-tests/kernel/test_knob_parsing.py.
+tests/kernel/test_knob_parsing.py.  The 2009 interface parses as the seed
+did, with strict_strtoul (no '+', overflow wraps, every error EINVAL).
 """
 import errno
 from collections.abc import Mapping
@@ -86,6 +87,30 @@ def kstrtobool(text):
         if c1 in ("f", "F"):
             return False
     raise _einval("not a boolean")
+
+
+def strict_strtoul(text):
+    """The 2009 kernel's lib/vsprintf.c strict_strtoul(base 10), which the
+    seed's store functions use: simple_strtoul's digits (no sign; an
+    overflow wraps modulo 2^64), then nothing or one newline; every error
+    is EINVAL."""
+    digits = 0
+    while digits < len(text) and "0" <= text[digits] <= "9":
+        digits += 1
+    if digits == 0:
+        raise _einval("not a number")
+    if text[digits:] not in ("", "\n"):
+        raise _einval("trailing characters")
+    return int(text[:digits]) & ULONG_MAX
+
+
+def strict_strtoul_uint(text):
+    """The seed's sleep_millisecs, pages_to_scan and run stores:
+    strict_strtoul, and more than UINT_MAX is EINVAL."""
+    v = strict_strtoul(text)
+    if v > UINT_MAX:
+        raise _einval("number out of range")
+    return v
 
 
 def _as_einval(parse):
@@ -174,4 +199,6 @@ PARSERS = {
     "int": kstrtoint,
     "ulong": kstrtoull,
     "bool_einval": _as_einval(kstrtobool),
+    "strict_uint": strict_strtoul_uint,
+    "strict_ulong": strict_strtoul,
 }
