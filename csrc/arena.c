@@ -37,10 +37,27 @@ static void *reserve(uint64_t bytes)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/*
+ * Records walked at random (rmap_items and stable nodes in tree walks, the
+ * frame records) are asked to be backed by huge pages where the kernel
+ * offers them (transparent_hugepage "madvise" mode): one TLB entry then
+ * covers 2 MiB of them instead of 4 KiB.  Advice only: ignored elsewhere.
+ * KSM_ENGINE_NO_HUGEPAGES=1 in the environment leaves it out (to measure).
+ */
+static void *reserve_huge(uint64_t bytes)
+{
+    void *p = reserve(bytes);
+#ifdef MADV_HUGEPAGE
+    if (p && getenv("KSM_ENGINE_NO_HUGEPAGES") == NULL)
+        madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity)
 {
     memset(p, 0, sizeof(*p));
-    p->base = reserve((uint64_t)size * capacity);
+    p->base = reserve_huge((uint64_t)size * capacity);
     if (!p->base)
         return -ENOMEM;
     p->size = size;
@@ -98,7 +115,7 @@ int ke_machine_new(uint64_t nr_frames, ke_machine **out)
     m->nr_frames = (uint32_t)nr_frames;
     m->arena_bytes = nr_frames * PAGE_SIZE;
     m->arena = reserve(m->arena_bytes);
-    m->frames = reserve(nr_frames * sizeof(struct ke_frame));
+    m->frames = reserve_huge(nr_frames * sizeof(struct ke_frame));
     m->pending = malloc(PENDING_MAX * sizeof(uint32_t));
     m->mms = reserve((uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
     if (!m->arena || !m->frames || !m->pending || !m->mms)
