@@ -42,22 +42,27 @@ static void *reserve(uint64_t bytes)
  * frame records) are asked to be backed by huge pages where the kernel
  * offers them (transparent_hugepage "madvise" mode): one TLB entry then
  * covers 2 MiB of them instead of 4 KiB.  Advice only: ignored elsewhere.
+ * Only for machines of 256 MiB and more (a small machine's records fit the
+ * TLB anyway, and there a 2 MiB page would be most of their memory).
  * KSM_ENGINE_NO_HUGEPAGES=1 in the environment leaves it out (to measure).
  */
-static void *reserve_huge(uint64_t bytes)
+#define HUGE_MIN_FRAMES (1u << 16) /* 256 MiB: smaller machines fit the TLB */
+
+static void *reserve_huge(uint64_t bytes, uint64_t nr_frames)
 {
     void *p = reserve(bytes);
 #ifdef MADV_HUGEPAGE
-    if (p && getenv("KSM_ENGINE_NO_HUGEPAGES") == NULL)
+    if (p && nr_frames >= HUGE_MIN_FRAMES && getenv("KSM_ENGINE_NO_HUGEPAGES") == NULL)
         madvise(p, bytes, MADV_HUGEPAGE);
 #endif
     return p;
 }
 
-int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity)
+int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity,
+                 uint64_t nr_frames)
 {
     memset(p, 0, sizeof(*p));
-    p->base = reserve_huge((uint64_t)size * capacity);
+    p->base = reserve_huge((uint64_t)size * capacity, nr_frames);
     if (!p->base)
         return -ENOMEM;
     p->size = size;
@@ -115,17 +120,17 @@ int ke_machine_new(uint64_t nr_frames, ke_machine **out)
     m->nr_frames = (uint32_t)nr_frames;
     m->arena_bytes = nr_frames * PAGE_SIZE;
     m->arena = reserve(m->arena_bytes);
-    m->frames = reserve_huge(nr_frames * sizeof(struct ke_frame));
+    m->frames = reserve_huge(nr_frames * sizeof(struct ke_frame), nr_frames);
     m->pending = malloc(PENDING_MAX * sizeof(uint32_t));
     m->mms = reserve((uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
     if (!m->arena || !m->frames || !m->pending || !m->mms)
         goto fail;
     m->mm_top = 1;
     /* Items: one per tracked virtual page; nodes: at most two per frame. */
-    if (ke_pool_init(&m->items, sizeof(struct ke_rmap_item), 1u << 28))
+    if (ke_pool_init(&m->items, sizeof(struct ke_rmap_item), 1u << 28, nr_frames))
         goto fail;
     if (ke_pool_init(&m->nodes, sizeof(struct ke_stable_node),
-                     (uint32_t)(2 * nr_frames + 16)))
+                     (uint32_t)(2 * nr_frames + 16), nr_frames))
         goto fail;
     /*
      * The free list starts as frame 0 alone; the frames after it join one

@@ -188,7 +188,8 @@ static inline uint32_t frame_mapcount(const ke_machine *m, uint32_t pfn)
 {
     return m->frames[pfn].count & FR_MAPCOUNT_MASK;
 }
-int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity);
+int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity,
+                 uint64_t nr_frames);
 void ke_pool_destroy(struct ke_pool *p);
 uint32_t ke_pool_alloc(struct ke_pool *p);
 void ke_pool_free(struct ke_pool *p, uint32_t idx);
