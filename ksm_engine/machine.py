@@ -96,6 +96,8 @@ class Machine:
 
     def process(self, pid):
         """The live process with this pid (ProcessLookupError if none)."""
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise TypeError(f"pid must be an int, not {type(pid).__name__}")
         with self.lock:
             try:
                 return self._processes[pid]
@@ -149,7 +151,11 @@ class Machine:
             self._managed_delta += delta
 
     def zone_size(self, zone):
-        """Frames in a zone."""
+        """Frames in a zone (TypeError / ValueError as zone_managed_pages)."""
+        if isinstance(zone, bool) or not isinstance(zone, int):
+            raise TypeError("zone must be an int")
+        if not 0 <= zone < self.nr_zones:
+            raise ValueError(f"no zone {zone}")
         return ((zone + 1) * self.nr_frames // self.nr_zones) - (zone * self.nr_frames // self.nr_zones)
 
     def zone_managed_pages(self, zone):
