@@ -111,6 +111,10 @@ def test_machine_process_of_an_unknown_pid():
     lambda m: m.page_zone(0.0),
     lambda m: m.zone_managed_pages("0"),
     lambda m: m.register_oom_notifier(42),
+    lambda m: m.process("1"),
+    lambda m: m.process(1.0),
+    lambda m: m.zone_size("0"),
+    lambda m: m.zone_size(None),
 ])
 def test_machine_methods_with_wrong_types(call):
     m = Machine(ram="1MiB")
@@ -129,6 +133,14 @@ def test_balloon_free_of_huge_or_negative_pfns(pfn):
         m.page_zone(pfn)
     assert m.free_pages == 256
     m.check()
+
+
+@pytest.mark.parametrize("zone", [-1, 1, 1 << 64])
+def test_zone_out_of_range(zone):
+    m = Machine(ram="1MiB")
+    for call in (m.zone_size, m.zone_managed_pages):
+        with pytest.raises(ValueError):
+            call(zone)
 
 
 @pytest.mark.parametrize("delta", [1 << 64, -(1 << 64), 1 << 100])
