@@ -392,7 +392,7 @@ def test_ptes_of_a_range(proc):
     assert proc.ptes(a, 0) == ([], [])
 
 
-def test_big_area_in_a_small_machine(proc):
+def test_big_area_in_a_small_machine():
     """Address space is not memory: a 1 TiB area costs nothing until
     written, and far apart pages each take one frame."""
     m = Machine(ram="1MiB")
