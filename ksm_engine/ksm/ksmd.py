@@ -48,13 +48,18 @@ class Ksmd:
     def _loop(self):
         ksm = self._ksm
         lock = ksm.machine.lock
-        while not self._stop.is_set():
+        while True:
+            # cleared before the batch, not after: a wake-up that comes
+            # while this batch runs (a sysfs write waiting for the lock),
+            # or a stop(), still cuts the sleep after it short
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             with lock:
                 should = self._should_run()
                 if should:
                     ksm.scanner.do_scan(ksm.knobs["pages_to_scan"])
                 sleep_ms = ksm.knobs["sleep_millisecs"]
-            self._wake.clear()
             if should:
                 if sleep_ms:
                     self._wake.wait(sleep_ms / 1000.0)
