@@ -15,6 +15,7 @@ waits for work (registration or run=1 wakes it).  Thread tests only ever
 wait for something to happen, bounded at 10 s, never for how long it takes.
 """
 import errno
+import threading
 import time
 
 import pytest
@@ -229,6 +230,48 @@ def test_ksmd_batches_are_pages_to_scan(machine):
             stays(lambda: machine.ksm.stats["pages_scanned"] == seen[-1], 0.1)
             machine.ksm.sysfs["sleep_millisecs"] = "100001" if len(seen) % 2 else "100000"  # one more batch
         assert seen == [3, 6, 9]
+    finally:
+        machine.ksm.stop()
+
+
+def test_ksmd_keeps_a_wakeup_that_comes_during_a_batch(machine):
+    """A sleep_millisecs write that lands while ksmd scans must still cut
+    the sleep after that batch short (the kernel's wait re-checks the
+    value).  The write is made to block on the machine lock during the
+    first batch, and ksmd's event is made to let the write's wake-up
+    through before any clear() that follows the batch: a wake-up cleared
+    after the batch would be lost and ksmd would sleep 100 s."""
+    set_knobs(machine, pages_to_scan=1, sleep_millisecs=100000, smart_scan=0)
+    p = machine.spawn()
+    map_pages(p, [unique_page(i) for i in range(8)])
+    ksmd = machine.ksm._ksmd
+    started, written = threading.Event(), threading.Event()
+
+    def write_sleep():
+        machine.ksm.sysfs["sleep_millisecs"] = "100001"   # waits for the batch
+        written.set()
+
+    class WakeAfterWrite(threading.Event):
+        def clear(self):
+            if started.is_set():
+                written.wait(WAIT)
+            super().clear()
+
+    ksmd._wake = WakeAfterWrite()
+    real_do_scan = machine.ksm.scanner.do_scan
+
+    def do_scan(budget):
+        if not started.is_set():
+            started.set()
+            threading.Thread(target=write_sleep, daemon=True).start()
+            time.sleep(0.05)              # the writer is now blocked on the lock
+        return real_do_scan(budget)
+
+    machine.ksm.scanner.do_scan = do_scan
+    machine.ksm.start()
+    try:
+        eventually(lambda: machine.ksm.stats["pages_scanned"] >= 2)
+        assert written.is_set()
     finally:
         machine.ksm.stop()
 
