@@ -83,7 +83,7 @@ uint32_t ke_pool_alloc(struct ke_pool *p)
 {
     uint32_t idx = p->free_head;
     if (idx) {
-        p->free_head = *(uint32_t *)pool_at(p, idx);
+        memcpy(&p->free_head, pool_at(p, idx), sizeof(uint32_t)); /* entries may be unaligned */
     } else {
         if (p->top >= p->capacity)
             return 0;
@@ -98,7 +98,7 @@ void ke_pool_free(struct ke_pool *p, uint32_t idx)
 {
     assert(idx && idx < p->top && p->in_use);
     memset(pool_at(p, idx), 0, p->size);
-    *(uint32_t *)pool_at(p, idx) = p->free_head;
+    memcpy(pool_at(p, idx), &p->free_head, sizeof(uint32_t));
     p->free_head = idx;
     p->in_use--;
 }

@@ -79,29 +79,30 @@ struct ke_mm {
     uint64_t ksm_zero_pages;    /* ptes at PTE_ZERO */
 };
 
-/* --- rmap_items (32 bytes) --- */
+/* --- rmap_items (30 bytes: packed, 2-byte aligned; see KE_MAX_MMS) --- */
 #define RI_UNSTABLE 0x01 /* counted in pages_unshared; in the tree iff seqnr is current */
 #define RI_STABLE 0x02   /* hangs on stable node link[0] */
 #define RI_CLEAN 0x04    /* oldchecksum is the checksum of the page as it is now */
 #define RI_RED 0x08      /* colour in the unstable tree */
 #define RI_INUSE 0x10    /* allocated (debug aid) */
 
-struct ke_rmap_item {
+struct __attribute__((packed, aligned(2))) ke_rmap_item {
     uint32_t vpn;         /* virtual page it tracks */
-    uint32_t mm;          /* owning mm */
     uint32_t oldchecksum; /* checksum seen the last time the page was scanned */
-    uint8_t flags;        /* RI_* */
-    uint8_t seqnr;        /* low 8 bits of the pass that put it in the unstable tree */
-    uint8_t age;          /* smart_scan: passes seen, saturating at 255 */
-    uint8_t remaining_skips; /* smart_scan: passes still to skip */
     uint32_t prefix;      /* unstable: first 4 bytes of the page, big endian */
     /*
      * unstable: link = {left, right, parent} in the unstable tree;
      * stable:   link = {stable node, next item, previous item};
-     * free:     link[0] = next free item.
+     * free:     the entry's first 4 bytes = next free item (ke_pool).
      */
     uint32_t link[3];
+    uint16_t mm;          /* owning mm (ids fit 16 bits: KE_MAX_MMS) */
+    uint8_t flags;        /* RI_* */
+    uint8_t seqnr;        /* low 8 bits of the pass that put it in the unstable tree */
+    uint8_t age;          /* smart_scan: passes seen, saturating at 255 */
+    uint8_t remaining_skips; /* smart_scan: passes still to skip */
 };
+_Static_assert(sizeof(struct ke_rmap_item) == 30, "rmap_item is 30 bytes");
 
 /* --- stable nodes --- */
 #define SN_PLAIN 1 /* a KSM page in the tree, with its rmap_items */
@@ -109,19 +110,27 @@ struct ke_rmap_item {
 #define SN_DUP 3   /* a KSM page under a chain */
 
 struct ke_stable_node {
-    uint32_t rb[3];        /* plain/chain: left, right, parent in the stable tree */
+    uint32_t rb[3];        /* plain/chain: left, right, parent in the stable tree;
+                              free: rb[0] is the next free node */
     uint8_t red;           /* colour in the stable tree */
     uint8_t kind;          /* SN_*, 0 while free */
     uint16_t pad;
     uint32_t kpfn;         /* plain/dup: the KSM frame */
     uint32_t hlist;        /* plain/dup: first rmap_item; chain: first dup */
     uint32_t rmap_hlist_len; /* plain/dup: rmap_items on it */
-    uint32_t next, prev;   /* dup: siblings under the chain; free: next free */
-    uint32_t chain;        /* dup: its chain */
-    uint32_t nr_candidates;/* chain: dups that can take one more mapping */
-    uint64_t chain_prune_time; /* chain: last prune of stale dups (ms) */
+    union {
+        struct {           /* dup */
+            uint32_t next, prev; /* siblings under the chain */
+            uint32_t chain;      /* its chain */
+        };
+        struct {           /* chain */
+            uint32_t nr_candidates;    /* dups that can take one more mapping */
+            uint32_t chain_prune_time; /* last prune of stale dups (ms, wraps) */
+        };
+    };
     uint64_t prefix;       /* first 8 bytes of the content, big endian */
 };
+_Static_assert(sizeof(struct ke_stable_node) == 48, "stable node is 48 bytes");
 
 /* A pool of fixed-size records in one reserved mapping (see top). */
 struct ke_pool {

@@ -187,7 +187,8 @@ static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm, uint32_t vpn)
     if (!idx)
         return 0;
     it = item_at(m, idx);
-    it->mm = mm;
+    assert(mm < KE_MAX_MMS);
+    it->mm = (uint16_t)mm;
     it->vpn = vpn;
     it->flags = RI_INUSE;
     m->st.rmap_items++;
@@ -420,10 +421,10 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
     uint32_t chain = *nodep, dup, found = 0, found_len = 0;
     struct ke_stable_node *c = node_at(m, chain), *f;
 
-    if (!prune || m->now_ms < c->chain_prune_time + m->cfg.prune_millisecs)
+    if (!prune || (uint32_t)m->now_ms - c->chain_prune_time < m->cfg.prune_millisecs)
         prune = false;
     else
-        c->chain_prune_time = m->now_ms;
+        c->chain_prune_time = (uint32_t)m->now_ms;
 
     if (!prune && !c->nr_candidates)
         found = c->hlist; /* the walk below would end there, having found no candidate */
@@ -585,7 +586,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
                 ke_pool_free(&m->nodes, node);
                 return 0;
             }
-            node_at(m, chain)->chain_prune_time = m->now_ms;
+            node_at(m, chain)->chain_prune_time = (uint32_t)m->now_ms;
             node_at(m, chain)->prefix = prefix;
             stable_rb_replace(m, &m->stable_root, cur, chain);
             m->st.stable_node_chains++;

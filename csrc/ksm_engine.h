@@ -44,8 +44,8 @@
 #define KE_PAGE_SHIFT 12
 /* Highest virtual page number + 1 an mm may use: addresses < 2^44. */
 #define KE_MAX_VPN 4294967295
-/* Most mms (processes) one machine may have at once. */
-#define KE_MAX_MMS 1048576
+/* Most mms (processes) one machine may have at once, + 1 (ids are 16 bits). */
+#define KE_MAX_MMS 65536
 
 /* ke_mm_pte() flags: what a virtual page maps. */
 #define KE_PTE_NONE 0      /* nothing: reads as zeros, no frame */
