@@ -27,6 +27,9 @@ Invariants after every step:
     full_scans 0.  (Frames shared by fork copy-on-write may stay shared:
     that sharing is not KSM's.)
 
+KsmModel2009 runs the same rules (less today's knobs, plus max_kernel_pages)
+on a Machine(ksm_compat="2009"), with the 2009 counters' identities.
+
 CI runs a small profile; KSM_ENGINE_MODEL_EXAMPLES raises the number of runs.
 """
 import errno
@@ -396,7 +399,7 @@ class KsmModel(RuleBasedStateMachine):
         for p, _ in self.procs:
             p.exit()
         st_ = self.m.ksm.stats
-        assert (st_["rmap_items"], st_["pages_shared"], st_["ksm_zero_pages"]) == (0, 0, 0)
+        assert (st_["rmap_items"], st_["pages_shared"], st_.get("ksm_zero_pages", 0)) == (0, 0, 0)
         assert self.m.used_pages == 0
         self.m.check()
 
@@ -408,3 +411,85 @@ KsmModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestKsmModel = KsmModel.TestCase
+
+
+class KsmModel2009(KsmModel):
+    """The same machine in the 2009 mode (seed 004): no knobs but
+    max_kernel_pages, no zero pages, no chains; kernel_pages_allocated is
+    the stable nodes (each holds at least one rmap_item: a node whose last
+    item leaves is erased), pages_shared the stable rmap_items beyond one
+    per node."""
+
+    @initialize(kb=st.sampled_from(["0", "1", "2"]),
+                layout=st.lists(st.lists(st.integers(0, len(PATTERNS) - 1), min_size=1, max_size=8),
+                                min_size=1, max_size=3))
+    def start(self, kb, layout):
+        self.m = Machine(ram="8MiB", ksm_compat="2009")
+        self.m.ksm.sysfs["max_kernel_pages"] = kb
+        self.m.ksm.sysfs["run"] = "1"
+        self.procs = []
+        self.after_run2 = False
+        for patterns in layout:
+            p, mp = self.m.spawn(), Model()
+            self.procs.append((p, mp))
+            self._map(p, mp, [PATTERNS[k] for k in patterns], True)
+
+    # today's knobs do not exist here: these are no longer rules
+    def max_page_sharing(self, value):
+        raise AssertionError("not a rule in the 2009 model")
+
+    def use_zero_pages(self, on):
+        raise AssertionError("not a rule in the 2009 model")
+
+    def smart_scan(self, on):
+        raise AssertionError("not a rule in the 2009 model")
+
+    @rule(value=st.sampled_from(["0", "1", "2", "5"]))
+    def max_kernel_pages(self, value):
+        before = self.m.ksm.stats["kernel_pages_allocated"]
+        self.m.ksm.sysfs["max_kernel_pages"] = value
+        # a lower limit unmerges nothing
+        assert self.m.ksm.stats["kernel_pages_allocated"] == before
+
+    @invariant()
+    def ksm_accounting(self):
+        if not hasattr(self, "m"):
+            return
+        m = self.m
+        stats = m.ksm.stats
+        nodes = {n["node"]: n for n in m.ksm.stable_nodes()}
+        assert all(n["kind"] == "plain" and n["rmap_hlist_len"] >= 1 for n in nodes.values())
+        stable_items = ksm_ptes = total_items = 0
+        for p, mp in self.procs:
+            flags, frames = {}, {}
+            for a in p.areas.values():
+                pfns, fl = p.ptes(a.start, (a.end - a.start) // PAGE_SIZE)
+                for k, (pfn, f) in enumerate(zip(pfns, fl)):
+                    flags[a.start + k * PAGE_SIZE] = f
+                    frames[a.start + k * PAGE_SIZE] = pfn
+            assert PTE_ZERO not in flags.values()
+            items = p.rmap_items()
+            mine = 0
+            for it in items:
+                assert mp.mergeable.get(it["address"]), "rmap_item outside a mergeable area"
+                if it["state"] == "stable":
+                    assert flags[it["address"]] == PTE_KSM
+                    assert frames[it["address"]] == nodes[it["stable_node"]]["kpfn"]
+                    mine += 1
+            stable_items += mine
+            total_items += len(items)
+            ksm_ptes += sum(1 for f in flags.values() if f == PTE_KSM)
+            assert p.ksm_stat["ksm_merging_pages"] == mine
+            assert p.ksm_stat["ksm_rmap_items"] == len(items)
+        assert stats["kernel_pages_allocated"] == len(nodes)
+        assert stats["pages_shared"] == stable_items - len(nodes)
+        assert stats["rmap_items"] == total_items
+        assert ksm_ptes >= stable_items
+        assert m.meminfo()["ksm_pages"] >= len(nodes)
+        if self.after_run2:
+            assert ksm_ptes == 0 and total_items == 0 and not nodes
+            assert m.meminfo()["ksm_pages"] == 0
+
+
+KsmModel2009.TestCase.settings = KsmModel.TestCase.settings
+TestKsmModel2009 = KsmModel2009.TestCase
