@@ -763,8 +763,14 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
     struct ke_rmap_item *it = item_at(m, idx), *tit = item_at(m, tree_idx);
     if (m->cfg.compat_2009) {
         uint32_t kpfn;
+        /*
+         * The seed's limit is on ksm_kernel_pages_allocated, the stable
+         * tree's nodes (each holds an rmap_item in 2009: pages_shared
+         * here), not on every KSM frame: one left out of the tree, still
+         * mapped by a fork child, does not count.
+         */
         if (m->cfg.max_kernel_pages &&
-            m->cfg.max_kernel_pages <= m->ksm_frames)
+            m->cfg.max_kernel_pages <= m->st.pages_shared)
             return PFN_NONE;
         if (ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
             return PFN_NONE;
