@@ -281,3 +281,26 @@ def test_rewritten_page_keeps_its_checksum(m):
     # the changed page left; the KSM page keeps its other mapping
     assert counts(m) == (0, 1)
     assert flags_of(p, a, 2) == [PTE_KSM, PTE_PRESENT]
+
+
+def test_max_kernel_pages_counts_stable_tree_nodes(m):
+    # The seed compares max_kernel_pages with ksm_kernel_pages_allocated,
+    # the stable tree's nodes.  A KSM page that left the tree but is still
+    # mapped (by a fork child not yet scanned) does not count.
+    set_knobs(m, max_kernel_pages=1, pages_to_scan=1)
+    p, q, r = m.spawn(), m.spawn(), m.spawn()
+    a = map_pages(p, [page(0x41)])
+    b = map_pages(q, [page(0x41)])
+    c = map_pages(r, [page(0x5A)] * 2)
+    m.ksm.full_scan(2)
+    assert counts(m) == (1, 1)                        # r's pair hit the limit
+    assert flags_of(r, c, 2) == [PTE_PRESENT] * 2
+    child = p.fork()                                  # scanned after r
+    q.write(b, b"q")
+    p.write(a, b"p")
+    assert counts(m) == (0, 0) and m.meminfo()["ksm_pages"] == 1
+    m.ksm.full_scan(1)
+    # r, scanned before the child breaks the old KSM page, may merge
+    assert flags_of(r, c, 2) == [PTE_KSM] * 2
+    assert flags_of(child, a, 1) == [PTE_PRESENT]
+    assert counts(m) == (1, 1)
