@@ -236,6 +236,7 @@ def test_fork_child_joins_a_ksm_page_in_the_tree(m):
     # "forked": the child's mappings join the stable node
     assert counts(m) == (4, 1)
     assert child.ksm_stat["ksm_merging_pages"] == 2
+    assert frames_of(child, a, 2) == frames_of(p, a, 2)
 
 
 def test_write_and_unmergeable_and_run_2(m):

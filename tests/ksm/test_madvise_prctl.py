@@ -192,6 +192,7 @@ def test_merge_any_covers_existing_and_later_areas(machine):
     assert len(mergeable_spans(p)) == 3
     machine.ksm.full_scan(2)
     assert ksm_counts(machine, "pages_shared", "pages_sharing") == {"pages_shared": 1, "pages_sharing": 7}
+    assert flags_of(p, a, 3) == flags_of(p, b, 3) == [PTE_KSM] * 3
     assert flags_of(p, c, 2) == [PTE_KSM] * 2
 
 
