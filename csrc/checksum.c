@@ -3,9 +3,10 @@
  *
  * Today's kernel: xxh64 of the page with seed 0, low 32 bits kept
  * (calc_checksum in mm/ksm.c).  The 2009 kernel: jhash2 over the page as
- * PAGE_SIZE/4 words with initval 17.  Both written here from their
- * published specifications; tests check them bit for bit against the
- * xxhash package and a Python jhash2.
+ * PAGE_SIZE/4 words with initval 17, where jhash2 was then lookup2's
+ * hash2 (ke_jhash2_2009); today's jhash2 (lookup3, ke_jhash2) is here too.
+ * All written from their published descriptions; tests check them bit for
+ * bit against the xxhash package and Python versions of the Jenkins hashes.
  */
 #include "internal.h"
 
@@ -156,12 +157,53 @@ uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval)
     return c;
 }
 
+/*
+ * The jhash2() of 2009 kernels (before 2.6.37), which the seed's
+ * calc_checksum() used: Bob Jenkins' lookup2 hash2(), golden-ratio start,
+ * the length in bytes added before the last mix.
+ */
+#define LOOKUP2_MIX(a, b, c)                                                  \
+    do {                                                                      \
+        a -= b; a -= c; a ^= (c >> 13);                                       \
+        b -= c; b -= a; b ^= (a << 8);                                        \
+        c -= a; c -= b; c ^= (b >> 13);                                       \
+        a -= b; a -= c; a ^= (c >> 12);                                       \
+        b -= c; b -= a; b ^= (a << 16);                                       \
+        c -= a; c -= b; c ^= (b >> 5);                                        \
+        a -= b; a -= c; a ^= (c >> 3);                                        \
+        b -= c; b -= a; b ^= (a << 10);                                       \
+        c -= a; c -= b; c ^= (b >> 15);                                       \
+    } while (0)
+
+uint32_t ke_jhash2_2009(const uint32_t *k, uint32_t length, uint32_t initval)
+{
+    uint32_t a = 0x9e3779b9, b = 0x9e3779b9, c = initval, len = length;
+    if (!k)
+        len = length = 0;
+    while (len >= 3) {
+        a += k[0];
+        b += k[1];
+        c += k[2];
+        LOOKUP2_MIX(a, b, c);
+        k += 3;
+        len -= 3;
+    }
+    c += length * 4;
+    switch (len) {
+    case 2: b += k[1]; /* fall through */
+    case 1: a += k[0]; /* fall through */
+    default: break;
+    }
+    LOOKUP2_MIX(a, b, c);
+    return c;
+}
+
 uint32_t ke_page_checksum(const void *page, int compat_2009)
 {
     if (compat_2009) {
         uint32_t words[PAGE_SIZE / 4];
         memcpy(words, page, PAGE_SIZE);
-        return ke_jhash2(words, PAGE_SIZE / 4, 17);
+        return ke_jhash2_2009(words, PAGE_SIZE / 4, 17);
     }
     return (uint32_t)ke_xxh64(page, PAGE_SIZE, 0);
 }

@@ -192,6 +192,7 @@ int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
 /* The two hashes (a NULL buffer hashes as an empty one, whatever len). */
 uint64_t ke_xxh64(const void *data, size_t len, uint64_t seed);
 uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval);
+uint32_t ke_jhash2_2009(const uint32_t *k, uint32_t length, uint32_t initval);
 /* CDEF END */
 
 #endif /* KSM_ENGINE_H */

@@ -3,11 +3,14 @@ independent implementations:
 
   ke_xxh64, and ke_checksum_page in today's mode (xxh64 seed 0, low 32
   bits, as calc_checksum in mm/ksm.c)   vs  the ``xxhash`` package;
-  ke_jhash2, and ke_checksum_page in 2009 mode (jhash2 over the page's
-  1024 words, initval 17, as the 2009 patch)  vs  a pure-Python jhash2
-  written below from Bob Jenkins' lookup3.c description (hashword), whose
-  mix/final steps are themselves checked against lookup3.c's published
-  test vectors through hashlittle.
+  ke_jhash2 (today's jhash2)  vs  a pure-Python jhash2 written below from
+  Bob Jenkins' lookup3.c description (hashword), whose mix/final steps are
+  themselves checked against lookup3.c's published test vectors through
+  hashlittle;
+  ke_jhash2_2009, and ke_checksum_page in 2009 mode (the jhash2 of 2009
+  kernels, lookup2's hash2, over the page's 1024 words, initval 17, as the
+  seed's calc_checksum)  vs  a pure-Python lookup2 hash2 below, and a
+  vector computed independently for bytes(range(256)) * 16.
 
 Pages and lengths: random pages, zero and all-ones pages, every length
 0..100 and the lengths around xxh64's 32-byte stripes and the page size,
@@ -168,11 +171,54 @@ def test_page_checksum_today_is_low_32_bits_of_xxh64(k):
     assert c_page_checksum(page, 0) == xxhash.xxh64_intdigest(page) & M32
 
 
+def jhash2_2009(words, initval):
+    """hash2() of lookup2.c == the jhash2() of Linux before 2.6.37."""
+    def mix(a, b, c):
+        a = (a - b - c) & M32; a ^= c >> 13
+        b = (b - c - a) & M32; b ^= (a << 8) & M32
+        c = (c - a - b) & M32; c ^= b >> 13
+        a = (a - b - c) & M32; a ^= c >> 12
+        b = (b - c - a) & M32; b ^= (a << 16) & M32
+        c = (c - a - b) & M32; c ^= b >> 5
+        a = (a - b - c) & M32; a ^= c >> 3
+        b = (b - c - a) & M32; b ^= (a << 10) & M32
+        c = (c - a - b) & M32; c ^= b >> 15
+        return a, b, c
+    a = b = 0x9E3779B9
+    c = initval
+    k, n = 0, len(words)
+    while n - k >= 3:
+        a, b, c = (a + words[k]) & M32, (b + words[k + 1]) & M32, (c + words[k + 2]) & M32
+        a, b, c = mix(a, b, c)
+        k += 3
+    c = (c + 4 * n) & M32
+    rest = n - k
+    if rest == 2:
+        b = (b + words[k + 1]) & M32
+    if rest >= 1:
+        a = (a + words[k]) & M32
+    return mix(a, b, c)[2]
+
+
 @pytest.mark.parametrize("k", range(len(pages())))
-def test_page_checksum_2009_is_jhash2_initval_17(k):
+def test_page_checksum_2009_is_lookup2_jhash2_initval_17(k):
     page = pages()[k]
     words = struct.unpack(f"<{PAGE_SIZE // 4}I", page)
-    assert c_page_checksum(page, 1) == jhash2(words, 17)
+    assert c_page_checksum(page, 1) == jhash2_2009(words, 17)
+
+
+def test_page_checksum_2009_known_vector():
+    assert c_page_checksum(bytes(range(256)) * 16, 1) == 0x8320D981
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 6, 7, 100, 1024])
+def test_jhash2_2009_lengths(n):
+    rng = random.Random(n)
+    words = [rng.getrandbits(32) for _ in range(n)]
+    buf = struct.pack(f"<{n}I", *words) if n else b"\0"
+    for initval in (0, 17, M32):
+        got = lib.ke_jhash2_2009(ffi.cast("uint32_t *", ffi.from_buffer(buf)), n, initval)
+        assert got == jhash2_2009(words, initval)
 
 
 def test_page_checksum_of_unaligned_page():
@@ -180,7 +226,7 @@ def test_page_checksum_of_unaligned_page():
     page = memoryview(buf)[3:]
     words = struct.unpack(f"<{PAGE_SIZE // 4}I", page)
     assert c_page_checksum(page, 0) == xxhash.xxh64_intdigest(page.tobytes()) & M32
-    assert c_page_checksum(page, 1) == jhash2(words, 17)
+    assert c_page_checksum(page, 1) == jhash2_2009(words, 17)
 
 
 @pytest.mark.parametrize("n", list(range(0, 14)) + [100, 1023, 1024])
@@ -228,7 +274,7 @@ def test_rmap_items_record_the_checksum_of_their_page(compat):
     items = {i["address"]: i["oldchecksum"] for i in p.rmap_items()}
     for k, page in enumerate(ps):
         if compat == "2009":
-            want = jhash2(struct.unpack(f"<{PAGE_SIZE // 4}I", page), 17)
+            want = jhash2_2009(struct.unpack(f"<{PAGE_SIZE // 4}I", page), 17)
         else:
             want = xxhash.xxh64_intdigest(page) & M32
         assert items[a + k * PAGE_SIZE] == want

@@ -256,9 +256,9 @@ def test_write_and_unmergeable_and_run_2(m):
 
 
 def test_checksum_is_the_2009_one(m):
-    # the 2009 path records jhash2 checksums (initval 17), not today's
-    # xxh64: an rmap_item's oldchecksum after its first scan is the core's
-    # 2009 page checksum of the page
+    # the 2009 path records the 2009 kernel's jhash2 (lookup2) checksums,
+    # initval 17, not today's xxh64: an rmap_item's oldchecksum after its
+    # first scan is the core's 2009 page checksum of the page
     p = m.spawn()
     content = unique_page(5)
     map_pages(p, [content])
@@ -267,7 +267,8 @@ def test_checksum_is_the_2009_one(m):
     assert p.rmap_items()[0]["oldchecksum"] == lib.ke_checksum_page(buf, 1)
     assert lib.ke_checksum_page(buf, 1) != lib.ke_checksum_page(buf, 0)
     words = ffi.cast("uint32_t *", buf)
-    assert lib.ke_checksum_page(buf, 1) == lib.ke_jhash2(words, PAGE_SIZE // 4, 17)
+    assert lib.ke_checksum_page(buf, 1) == lib.ke_jhash2_2009(words, PAGE_SIZE // 4, 17)
+    assert lib.ke_checksum_page(buf, 1) != lib.ke_jhash2(words, PAGE_SIZE // 4, 17)
 
 
 def test_rewritten_page_keeps_its_checksum(m):
