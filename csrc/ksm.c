@@ -1202,15 +1202,19 @@ out_of_items:
 }
 
 /*
- * run=2, after the Python layer has unmerged and dropped the rmap_items of
- * every mm: nothing may be left in either tree.
+ * run=2, after the Python layer has unmerged the mergeable areas and
+ * dropped the rmap_items of every registered mm: the unstable tree goes;
+ * stable nodes remain only for KSM pages still mapped elsewhere, with no
+ * rmap_item on them (the kernel's remove_all_stable_nodes cannot remove
+ * those either).  -EBUSY if an rmap_item is left.
  */
 int ke_ksm_remove_all(ke_machine *m)
 {
     if (!m)
         return -EINVAL;
     m->unstable_root = 0;
-    if (m->st.rmap_items || m->stable_root)
+    if (m->st.rmap_items)
         return -EBUSY;
+    assert(m->st.pages_shared == 0 && m->st.pages_sharing == 0);
     return 0;
 }

@@ -61,7 +61,7 @@ class Ksm:
         return self.knobs.names()
 
     def counter_names(self):
-        return COUNTERS_2009 + ("full_scans",) if self.compat_2009 else COUNTERS_6X
+        return COUNTERS_2009 if self.compat_2009 else COUNTERS_6X
 
     def store_knob(self, name, text):
         """A sysfs write (see knobs.Knobs.store)."""
@@ -222,7 +222,8 @@ class Ksm:
             self.scanner.enter(child)
 
     def mm_exit(self, proc):
-        self.scanner.remove(proc)
+        """Called before the process's mm is destroyed."""
+        self.scanner.exit(proc, had_rmap_items=proc._mm_stat().ksm_rmap_items > 0)
 
     def unmerge_range(self, proc, start, end):
         """Breaks KSM sharing on [start, end) of proc and frees its
@@ -234,16 +235,25 @@ class Ksm:
         check(lib.ke_mm_drop_rmap_items(m._m, proc.mm, start, end - start))
 
     def unmerge_all(self):
-        """run=2: unmerges every registered process, frees every rmap_item
-        and stable node; processes stay registered; full_scans back to 0."""
+        """run=2 (unmerge_and_remove_all_rmap_items): breaks every KSM page
+        in the VM_MERGEABLE areas of the registered processes and frees
+        every rmap_item; exited processes leave the list, the others stay;
+        full_scans back to 0.  As in the kernel, a KSM page still mapped
+        elsewhere (a fork child's area that is not mergeable) stays a KSM
+        page, its stable node kept, with no rmap_item on it."""
         from ..process import TASK_SIZE
 
+        m = self.machine
         for slot in list(self.scanner.slots):
-            self.unmerge_range(slot.proc, 0, TASK_SIZE)
-        rc = lib.ke_ksm_remove_all(self.machine._m)
-        if rc == -errno.EBUSY:  # KSM pages left in unregistered mms
-            for proc in self.machine.processes:
-                self.unmerge_range(proc, 0, TASK_SIZE)
-            rc = lib.ke_ksm_remove_all(self.machine._m)
-        check(rc, "run=2")
+            if slot.exited:
+                self.scanner.remove(slot.proc)
+                continue
+            proc = slot.proc
+            for a in list(proc.areas.values()):
+                if a.mergeable:
+                    m._with_oom_retry(
+                        lambda short, a=a: lib.ke_mm_unmerge(m._m, proc.mm, a.start, a.end - a.start, short),
+                        "unmerge")
+            check(lib.ke_mm_drop_rmap_items(m._m, proc.mm, 0, TASK_SIZE))
+        check(lib.ke_ksm_remove_all(m._m), "run=2")
         self.scanner.reset()

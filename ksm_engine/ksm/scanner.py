@@ -26,12 +26,13 @@ from .._native import check, ffi, lib
 class MmSlot:
     """A process registered with KSM (the kernel's ksm_mm_slot)."""
 
-    __slots__ = ("proc", "ranges", "nranges")
+    __slots__ = ("proc", "ranges", "nranges", "exited")
 
     def __init__(self, proc):
         self.proc = proc
         self.ranges = ffi.NULL  # struct ke_range[] of its mergeable areas
         self.nranges = 0
+        self.exited = False     # its process exited; ksmd drops it on its way
         self.refresh()
 
     def refresh(self):
@@ -80,6 +81,23 @@ class Scanner:
             self.slots.insert(self.cursor, slot)
             self.cursor += 1
 
+    def exit(self, proc, had_rmap_items):
+        """__ksm_exit: an exiting process's slot goes at once if it had no
+        rmap_items and the cursor is not on it; otherwise, as in the kernel,
+        it stays on the list, empty, until ksmd reaches it and drops it
+        (which, for the last process, completes one more full scan)."""
+        slot = self.by_pid.get(proc.pid)
+        if slot is None:
+            return
+        under_cursor = self.cursor is not None and self.cursor < len(self.slots) \
+            and self.slots[self.cursor] is slot
+        if not had_rmap_items and not under_cursor:
+            self.remove(proc)
+            return
+        slot.exited = True
+        slot.ranges = ffi.NULL
+        slot.nranges = 0
+
     def remove(self, proc):
         """Drops proc's slot (exit, or nothing mergeable left)."""
         slot = self.by_pid.pop(proc.pid, None)
@@ -97,7 +115,7 @@ class Scanner:
 
     def refresh(self, proc):
         slot = self.by_pid.get(proc.pid)
-        if slot is not None:
+        if slot is not None and not slot.exited:
             slot.refresh()
 
     def is_registered(self, proc):
@@ -121,14 +139,15 @@ class Scanner:
                     self._end_pass()
                     break
                 slot = self.slots[self.cursor]
-                rc = lib.ke_ksm_scan_mm(m._m, slot.proc.mm, slot.ranges, slot.nranges,
-                                        self.address, budget, m.now_ms(), out)
-                scanned += out.scanned
-                budget -= out.scanned
-                check(rc, "ksm scan")
-                if not out.mm_done:
-                    self.address = out.cursor
-                    continue
+                if not slot.exited:
+                    rc = lib.ke_ksm_scan_mm(m._m, slot.proc.mm, slot.ranges, slot.nranges,
+                                            self.address, budget, m.now_ms(), out)
+                    scanned += out.scanned
+                    budget -= out.scanned
+                    check(rc, "ksm scan")
+                    if not out.mm_done:
+                        self.address = out.cursor
+                        continue
                 # End of this mm: one with nothing mergeable leaves the list.
                 self.address = 0
                 if slot.nranges == 0:

@@ -190,9 +190,12 @@ def test_exit_under_the_cursor(machine):
     machine.ksm.scan(6)                       # p1 and half of p2
     assert machine.ksm.scanner.slots[machine.ksm.scanner.cursor].proc is p2
     p2.exit()
-    assert order(machine) == [p1.pid, p3.pid]
-    # the scan resumes at the start of p3
+    # as the kernel's __ksm_exit: the slot under the cursor stays on the
+    # list, empty, for ksmd to drop when it gets there
+    assert order(machine) == [p1.pid, p2.pid, p3.pid]
+    # the scan drops it and resumes at the start of p3
     assert machine.ksm.scan(2) == 2
+    assert order(machine) == [p1.pid, p3.pid]
     assert p3.rmap_items()[1]["address"] - p3.rmap_items()[0]["address"] == PAGE_SIZE
     assert items(p3) == 2
     assert machine.ksm.scan(100) == 2
@@ -207,11 +210,13 @@ def test_exit_before_and_after_the_cursor(machine):
     for i, p in enumerate(procs):
         map_pages(p, [unique_page(i, tag=k) for k in range(2)])
     machine.ksm.scan(5)                       # p0, p1, first page of p2
-    procs[0].exit()                           # before the cursor
-    procs[3].exit()                           # after it
+    procs[0].exit()                           # before the cursor, had rmap_items: stays for ksmd
+    procs[3].exit()                           # after it, never scanned: goes at once
     assert machine.ksm.scanner.slots[machine.ksm.scanner.cursor].proc is procs[2]
     assert machine.ksm.scan(100) == 1         # the rest of p2, then the pass ends
     assert machine.ksm.stats["full_scans"] == 1
+    assert order(machine) == [procs[0].pid, procs[1].pid, procs[2].pid]
+    machine.ksm.full_scan(1)                  # ksmd reaches p0's empty slot and drops it
     assert order(machine) == [procs[1].pid, procs[2].pid]
 
 
@@ -222,8 +227,13 @@ def test_exit_of_every_process(machine):
     machine.ksm.full_scan(2)
     for p in procs:
         p.exit()
-    assert order(machine) == []
+    # they had rmap_items: their slots wait, empty, for ksmd (kernel's __ksm_exit)
+    assert order(machine) == [p.pid for p in procs]
     st = machine.ksm.stats
     assert (st["rmap_items"], st["pages_shared"], st["pages_sharing"]) == (0, 0, 0)
-    assert machine.ksm.scan(10) == 0
+    assert machine.ksm.scan(10) == 0          # ksmd drops them: one more full scan
+    assert order(machine) == []
+    assert machine.ksm.stats["full_scans"] == 3
+    assert machine.ksm.scan(10) == 0          # and then there is nothing to scan
+    assert machine.ksm.stats["full_scans"] == 3
     assert machine.used_pages == 0
