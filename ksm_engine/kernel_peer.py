@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -136,8 +137,27 @@ def kernel_ksm():
     ok, why = availability()
     if not ok:
         raise KernelKsmUnavailable(errno.ENOENT, why)
-    with exclusive(), _saved_knobs():
+    with exclusive(), _restore_on_sigterm(), _saved_knobs():
         yield
+
+
+@contextlib.contextmanager
+def _restore_on_sigterm():
+    """A SIGTERM while the kernel's knobs are changed becomes SystemExit, so
+    that the knobs are restored on the way out (main thread only: signal
+    handlers can be set nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager
