@@ -28,6 +28,8 @@ import logging
 import threading
 import time
 
+from .numbers import finite_number
+
 log = logging.getLogger("cmm")
 
 HZ = 100                    # jiffies per second of the modelled kernel
@@ -36,7 +38,7 @@ JIFFY_MS = 1000 // HZ       # the shortest sleep, in milliseconds
 
 def sleep_ms(seconds):
     """Milliseconds a ``msleep_interruptible(seconds * 1000)`` lasts."""
-    ms = int(round(seconds * 1000))
+    ms = int(round(finite_number(seconds, "sleep") * 1000))
     return ms if ms > 0 else JIFFY_MS
 
 
@@ -180,7 +182,7 @@ class SimClock:
         """Move time forward by ``seconds``, running every wake-up due by
         then in time order, each at its own time.  Exceptions raised by a
         thread body propagate (the thread is then dead)."""
-        if seconds < 0:
+        if finite_number(seconds, "seconds") < 0:
             raise ValueError("time only moves forward")
         if self._running:
             raise RuntimeError("SimClock.advance() called from a kthread")

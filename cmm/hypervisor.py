@@ -41,6 +41,8 @@ way the stub's record and the driver's loaned count can legitimately part.
 import threading
 from dataclasses import dataclass
 
+from .numbers import whole_number
+
 PAGE_SIZE = 4096
 
 # hcall opcodes (arch/powerpc/include/asm/hvcall.h)
@@ -157,9 +159,10 @@ class Partition:
     # -- what the hypervisor side sets and reads ------------------------
     def set_loan_target(self, nbytes):
         """What the hypervisor wants loaned in total, in bytes (>= 0)."""
+        nbytes = whole_number(nbytes, "loan target")
         if nbytes < 0:
             raise ValueError("loan target must be >= 0")
-        self.loan_target = int(nbytes)
+        self.loan_target = nbytes
 
     @property
     def cmo_page_size(self):
@@ -193,17 +196,19 @@ class Partition:
 
     def fail_page_hcalls(self, after=0, count=1, rc=H_HARDWARE):
         """Let ``after`` H_PAGE_INIT calls succeed, then fail ``count``."""
+        after, count = whole_number(after, "after"), whole_number(count, "count")
         if after < 0 or count < 0:
             raise ValueError("after and count must be >= 0")
         with self.hv.lock:
-            self._page_fault = [int(after), int(count), rc] if count else None
+            self._page_fault = [after, count, rc] if count else None
 
     def fail_get_mpp(self, count=1, rc=H_HARDWARE):
         """Fail the next ``count`` H_GET_MPP calls with ``rc``."""
+        count = whole_number(count, "count")
         if count < 0:
             raise ValueError("count must be >= 0")
         with self.hv.lock:
-            self._mpp_fault = [int(count), rc] if count else None
+            self._mpp_fault = [count, rc] if count else None
 
     # -- the hcalls -------------------------------------------------------
     def _retbuf(self):
@@ -317,7 +322,7 @@ class Hypervisor:
     def __init__(self, pool_size=4 << 30, cmo=True, cmo_page_size=4096,
                  pool_num=0, io_entitlement=256 << 20,
                  unallocated_mem_weight=0, cmo_primary_psp=1, cmo_secondary_psp=-1):
-        cps = int(cmo_page_size)
+        cps = whole_number(cmo_page_size, "cmo_page_size")
         if cps < 256 or cps > PAGE_SIZE or cps & (cps - 1):
             raise ValueError(
                 f"cmo_page_size must be a power of two from 256 to {PAGE_SIZE}, not {cmo_page_size}")

@@ -60,12 +60,17 @@ Errors in the file itself raise ScenarioError naming the step.
 import errno
 import json
 import math
+import os
+import stat
 
 from .clock import SimClock
 from .driver import PAGE_SIZE, PAGES2KB, CmmDriver
 from .hypervisor import H_HARDWARE, Hypervisor
 from .notifier import MEM_ACTIONS, REBOOT_ACTIONS
 from .params import PARAMS
+
+MAX_ADVANCE_S = 100_000          # seconds one advance_s step may move the clock
+MAX_SCENARIO_BYTES = 16 << 20    # the largest scenario file read
 
 SYSFS_FILES = ("loaned_kb", "loaned_target_kb", "oom_freed_kb", "simulate_loan_target_kb")
 UINT_MAX = (1 << 32) - 1
@@ -156,7 +161,11 @@ def _check_step(i, step):
     if kind == "hv_target_kb":
         return kind, _int(v, kind, i)
     if kind == "advance_s":
-        return kind, _num(v, kind, i)
+        v = _num(v, kind, i)
+        if v > MAX_ADVANCE_S:
+            raise ScenarioError(f"step {i}: advance_s must be at most {MAX_ADVANCE_S} "
+                                f"(split a longer time into several steps), not {v}", i)
+        return kind, v
     if kind in ("oom", "compact", "exit_processes"):
         return kind, _true(v, kind, i)
     if kind == "reboot":
@@ -287,10 +296,20 @@ def parse_scenario(obj):
 
 
 def load_scenario(path):
-    """Read and validate a scenario file; ScenarioError on any problem."""
+    """Read and validate a scenario file; ScenarioError on any problem.
+    Only a regular file of at most MAX_SCENARIO_BYTES is read (a FIFO or a
+    device would block or never end)."""
     try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ScenarioError(f"{path}: not a regular file")
+        if st.st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{path}: {st.st_size} bytes, larger than a scenario may be "
+                                f"({MAX_SCENARIO_BYTES})")
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_SCENARIO_BYTES + 1)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -306,6 +325,10 @@ def loads_scenario(text, name="scenario"):
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise ScenarioError(f"{name}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ScenarioError(f"{name}: nested too deeply to be a scenario") from None
+    except ValueError as e:  # e.g. an integer with too many digits
+        raise ScenarioError(f"{name}: not a usable JSON value: {e}") from None
     return parse_scenario(obj)
 
 

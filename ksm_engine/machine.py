@@ -136,16 +136,20 @@ class Machine:
     def adjust_managed_page_count(self, delta, pfn=None):
         """totalram_pages += delta, and the managed count of pfn's zone with
         it when a pfn is given (the kernel's adjust_managed_page_count(page,
-        count)).  ValueError if a count would leave its range."""
+        count)).  ValueError if a count would leave its range: below 0, or
+        above the frames plus the balloon's pages (as in the kernel, a page
+        may be given back and counted before the count of its loan has
+        been taken: for that moment the count is one above the frames)."""
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise TypeError("delta must be an int")
         with self.lock:
-            if not 0 <= self.nr_frames + self._managed_delta + delta <= self.nr_frames:
+            slack = self._read_counts().balloon_frames
+            if not 0 <= self.nr_frames + self._managed_delta + delta <= self.nr_frames + slack:
                 raise ValueError("managed page count out of range")
             if pfn is not None:
                 zone = self.page_zone(pfn)
                 size = self.zone_size(zone)
-                if not 0 <= self._zone_managed[zone] + delta <= size:
+                if not 0 <= self._zone_managed[zone] + delta <= size + slack:
                     raise ValueError(f"managed page count of zone {zone} out of range")
                 self._zone_managed[zone] += delta
             self._managed_delta += delta

@@ -22,8 +22,8 @@ hang, and the state as it was.
   CLI       main() in-process on random argument lists of every command
             (exit 0, 1 or 2, never an exception or a traceback), and a
             bounded list of real subprocess runs (exit 2, `ksm-engine:
-            error:` and no traceback), the known-broken ones marked xfail
-            (strict) with what is wrong.
+            error:` and no traceback), including the scenario files and
+            devices that once broke the loader.
 
 docs/robustness.md lists what is tried, with counts.
 """
@@ -637,8 +637,8 @@ def test_cli_bad_input_as_a_user_runs_it(cli_files, args):
     assert_usage_error(run_cli(*(a.format(**cli_files) for a in args)))
 
 
-# Reported bugs in the scenario loader (cmm/scenario.py): each case shows one.
-KNOWN_BAD = [
+# Scenario files that once broke the loader (cmm/scenario.py): each case showed a bug.
+ONCE_BAD = [
     pytest.param("nested", "[" * 100000, id="deeply-nested-json-RecursionError"),
     pytest.param("digits", '{"steps": [{"hv_target_kb": 1' + "0" * 5000 + "}]}",
                  id="5000-digit-integer-ValueError"),
@@ -647,10 +647,7 @@ KNOWN_BAD = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="reported: cmm scenario loader lets RecursionError/"
-                   "ValueError out of json.loads (traceback, exit 1) and runs an advance_s of "
-                   "any size (1e12 s at delay 1 is 1e12 thread rounds)")
-@pytest.mark.parametrize("kind, text", KNOWN_BAD)
+@pytest.mark.parametrize("kind, text", ONCE_BAD)
 def test_cli_scenario_edge_cases(tmp_path, kind, text):
     path = tmp_path / f"{kind}.json"
     path.write_text(text)
@@ -661,9 +658,6 @@ def test_cli_scenario_edge_cases(tmp_path, kind, text):
     assert_usage_error(r)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: `ksm-engine cmm` opens any path and reads "
-                   "it whole: a FIFO blocks forever, /dev/zero or /dev/urandom eat memory "
-                   "until it runs out")
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
                     reason="RLIMIT_AS cannot hold ASan's shadow memory")
 @pytest.mark.parametrize("path", ["{fifo}", "/dev/zero", "/dev/urandom"])
@@ -675,9 +669,6 @@ def test_cli_scenario_from_a_device(cli_files, path):
     assert_usage_error(r)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "reported: cmm converts numbers with int() unchecked: an infinite float raises "
-    "OverflowError instead of a ValueError"))
 @pytest.mark.parametrize("call", [
     lambda: SimClock().advance(math.inf),
     lambda: Hypervisor(cmo_page_size=math.inf),

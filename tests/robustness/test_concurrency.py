@@ -318,10 +318,6 @@ def test_ksmd_cmm_and_user_threads_together():
     assert info["free_pages"] == info["nr_frames"]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "reported: Machine.adjust_managed_page_count raises ValueError when an OOM "
-    "frees a page cmm_alloc_pages has enqueued but not yet counted (the kernel's "
-    "counter allows that moment)"))
 def test_oom_while_a_page_is_being_loaned():
     """The interleaving the big test hits by chance, made deterministic: the
     cmm thread has put a page on the balloon list and not yet lowered the
