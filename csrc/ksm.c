@@ -487,6 +487,28 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
 }
 
 /*
+ * One step of a stable tree walk: takes node *curp's page (for a chain, the
+ * dup stable_node_chain() picks, which may collapse the chain into *curp),
+ * and compares the page pfn, whose first bytes are `prefix` and whose first
+ * lcp_from bytes the walk knows equal, with it.  Returns memcmp's sign and
+ * the offset of the first difference in *lcp.
+ */
+static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
+                           uint32_t *curp, uint32_t *dupp, bool prune,
+                           uint32_t lcp_from, uint32_t *lcp)
+{
+    uint32_t tree_pfn = stable_node_chain(m, dupp, curp, prune);
+    uint64_t tree_prefix;
+    assert(tree_pfn != PFN_NONE);
+    tree_prefix = node_at(m, *curp)->prefix;
+    if (tree_prefix != prefix) {
+        *lcp = lcp_of_prefixes(prefix, tree_prefix, 8);
+        return CMP_PREFIX(prefix, tree_prefix);
+    }
+    return page_cmp_lcp(m, pfn, tree_pfn, lcp_from, lcp);
+}
+
+/*
  * Searches the stable tree for a KSM page with the content of frame pfn
  * that can take one more mapping.  Returns its frame and sets *nodep to
  * its stable node, or returns PFN_NONE.  A page that is itself KSM (shared
@@ -494,7 +516,7 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
  */
 static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
 {
-    uint32_t cur, dup, tree_pfn, lcp, lcp_lo = 0, lcp_hi = 0;
+    uint32_t cur, dup, lcp, lcp_lo = 0, lcp_hi = 0;
     uint64_t prefix;
     int ret;
 
@@ -505,17 +527,9 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
     prefix = page_prefix64(frame_mem(m, pfn));
     cur = m->stable_root;
     while (cur) {
-        uint64_t tree_prefix;
         /* chains are pruned on the way, as the kernel's walk does */
-        tree_pfn = stable_node_chain(m, &dup, &cur, true);
-        assert(tree_pfn != PFN_NONE);
-        tree_prefix = node_at(m, cur)->prefix;
-        if (tree_prefix != prefix) {
-            ret = CMP_PREFIX(prefix, tree_prefix);
-            lcp = lcp_of_prefixes(prefix, tree_prefix, 8);
-        } else {
-            ret = page_cmp_lcp(m, pfn, tree_pfn, LCP_MIN(lcp_lo, lcp_hi), &lcp);
-        }
+        ret = stable_walk_cmp(m, pfn, prefix, &cur, &dup, true,
+                              LCP_MIN(lcp_lo, lcp_hi), &lcp);
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
             lcp_hi = lcp;
@@ -539,23 +553,15 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
  */
 static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
 {
-    uint32_t cur = m->stable_root, parent = 0, dup, tree_pfn, node;
+    uint32_t cur = m->stable_root, parent = 0, dup, node;
     uint64_t prefix = page_prefix64(frame_mem(m, kpfn));
     uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
     int ret = 0;
     bool need_chain = false;
 
     while (cur) {
-        uint64_t tree_prefix;
-        tree_pfn = stable_node_chain(m, &dup, &cur, false);
-        assert(tree_pfn != PFN_NONE);
-        tree_prefix = node_at(m, cur)->prefix;
-        if (tree_prefix != prefix) {
-            ret = CMP_PREFIX(prefix, tree_prefix);
-            lcp = lcp_of_prefixes(prefix, tree_prefix, 8);
-        } else {
-            ret = page_cmp_lcp(m, kpfn, tree_pfn, LCP_MIN(lcp_lo, lcp_hi), &lcp);
-        }
+        ret = stable_walk_cmp(m, kpfn, prefix, &cur, &dup, false,
+                              LCP_MIN(lcp_lo, lcp_hi), &lcp);
         parent = cur;
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
