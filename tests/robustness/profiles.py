@@ -17,9 +17,9 @@ LONG = os.environ.get("KSM_ENGINE_LONG", "") not in ("", "0")
 _COMMON = dict(deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
-settings.register_profile("robustness-ci", max_examples=100, stateful_step_count=50, **_COMMON)
+settings.register_profile("robustness-ci", max_examples=150, stateful_step_count=60, **_COMMON)
 settings.register_profile(
-    "robustness-long", max_examples=int(os.environ.get("KSM_ENGINE_LONG_EXAMPLES", "3000")),
+    "robustness-long", max_examples=int(os.environ.get("KSM_ENGINE_LONG_EXAMPLES", "2000")),
     stateful_step_count=120, **_COMMON)
 
 # The settings the state machines of this folder run with.

@@ -22,8 +22,6 @@ import random
 import threading
 import traceback
 
-import pytest
-
 from cmm import CmmDriver, Hypervisor, RealClock, SimClock
 from ksm_engine import (MADV_MERGEABLE, MADV_UNMERGEABLE, PR_SET_MEMORY_MERGE, Machine,
                         SegmentationFault)
@@ -35,24 +33,6 @@ from .profiles import LONG
 JOIN_LIMIT = 120            # seconds a thread may take to finish once asked
 OPS = 1500 if LONG else 250  # operations per worker
 WORKERS = 4
-
-
-class KernelCountMachine(Machine):
-    """A Machine whose adjust_managed_page_count is the kernel's: a plain
-    counter, which may pass its bounds for a moment.  Machine's own raises
-    ValueError outside [0, nr_frames], and cmm_alloc_pages (as cmm.c) puts
-    a page on the balloon list before lowering the count, so an OOM on
-    another thread in between frees it first and the count goes one over:
-    the OOM path, and the writer or the cmm thread under it, die of that
-    ValueError (test_oom_while_a_page_is_being_loaned, reported).  Until
-    that is settled the big test runs on this machine; its quiescent checks
-    still require totalram == frames - loaned exactly."""
-
-    def adjust_managed_page_count(self, delta, pfn=None):
-        with self.lock:
-            self._managed_delta += delta
-            if pfn is not None:
-                self._zone_managed[self.page_zone(pfn)] += delta
 
 
 class Worker(threading.Thread):
@@ -260,7 +240,7 @@ def join_all(threads, limit=JOIN_LIMIT):
 
 
 def test_ksmd_cmm_and_user_threads_together():
-    m = KernelCountMachine(ram="2MiB")   # 512 frames: workers and balloon run it out
+    m = Machine(ram="2MiB")     # 512 frames: the workers and the balloon run it out
     hv = Hypervisor(cmo_page_size=1024)
     drv = CmmDriver(m, hv, delay=0, oom_kb=16, min_mem_mb=0, clock=RealClock())
     HcallWatch(drv.partition)
