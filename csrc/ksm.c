@@ -613,7 +613,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
 static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
                                             uint32_t pfn, uint32_t *tree_pfnp)
 {
-    uint32_t cur = m->unstable_root, parent = 0, tree_pfn;
+    uint32_t cur = m->unstable_root, parent = 0, tree_pfn = PFN_NONE;
     uint32_t prefix = page_prefix32(frame_mem(m, pfn));
     uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
     struct ke_rmap_item *it;
