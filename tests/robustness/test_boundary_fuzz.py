@@ -288,7 +288,10 @@ def test_api_garbage(data):
             call(w, *args)
         except BaseException as e:  # noqa: B902 - classified below
             _classify(e)
-            assert w.snapshot() == before, f"{name}{tuple(args)!r} failed and changed the state"
+            if not (name == "madvise" and getattr(e, "errno", None) == errno.ENOMEM):
+                assert w.snapshot() == before, f"{name}{tuple(args)!r} failed and changed the state"
+            # (madvise's ENOMEM for a partly unmapped range is Linux's partial
+            # success: the advice is applied to the mapped parts)
         w.m.check()
         info = w.m.meminfo()
         assert info["free_pages"] + info["used_pages"] + info["balloon_pages"] == info["nr_frames"]
