@@ -103,6 +103,90 @@ void ke_pool_free(struct ke_pool *p, uint32_t idx)
     p->in_use--;
 }
 
+/* --- the rmap_item store (internal.h) --- */
+
+#define ITEM_STORE_BYTES ((uint64_t)RC_CAPACITY * RC_ITEMS * sizeof(struct ke_rmap_item))
+#define CHUNK_TABLE_BYTES ((uint64_t)RC_CAPACITY * sizeof(struct ke_rmap_chunk))
+
+static int item_store_init(struct ke_item_store *s, uint64_t nr_frames)
+{
+    memset(s, 0, sizeof(*s));
+    s->base = reserve_huge(ITEM_STORE_BYTES, nr_frames);
+    s->chunks = reserve(CHUNK_TABLE_BYTES);
+    if (!s->base || !s->chunks)
+        return -ENOMEM;
+    s->top = 1; /* chunk 0 is never used: item index 0 means "none" */
+    return 0;
+}
+
+static void item_store_destroy(struct ke_item_store *s)
+{
+    if (s->base)
+        munmap(s->base, ITEM_STORE_BYTES);
+    if (s->chunks)
+        munmap(s->chunks, CHUNK_TABLE_BYTES);
+    s->base = NULL;
+    s->chunks = NULL;
+}
+
+/*
+ * Makes the rmap_item of pte (vpn & 511) of leaf, which belongs to mm and
+ * has none: a zeroed item flagged RI_INUSE.  Gives the leaf a chunk first
+ * if it has none.  Returns the item's index, 0 when the store is full.
+ */
+uint32_t ke_item_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
+                       uint32_t vpn)
+{
+    struct ke_item_store *s = &m->items;
+    struct ke_rmap_chunk *c;
+    uint32_t idx;
+
+    assert(mm < KE_MAX_MMS);
+    if (!leaf->rchunk) {
+        uint32_t id = s->free_head;
+        if (id) {
+            s->free_head = s->chunks[id].vpn_base;
+        } else {
+            if (s->top >= RC_CAPACITY)
+                return 0;
+            id = s->top++;
+        }
+        c = &s->chunks[id];
+        c->leaf = leaf;
+        c->vpn_base = vpn & ~(RC_ITEMS - 1);
+        c->mm = (uint16_t)mm;
+        c->nr_items = 0;
+        leaf->rchunk = id;
+        s->chunks_in_use++;
+    }
+    c = &s->chunks[leaf->rchunk];
+    assert(c->leaf == leaf && c->vpn_base == (vpn & ~(RC_ITEMS - 1)));
+    idx = (leaf->rchunk << RC_SHIFT) | (vpn & (RC_ITEMS - 1));
+    assert(!item_at(m, idx)->flags);
+    item_at(m, idx)->flags = RI_INUSE;
+    c->nr_items++;
+    s->in_use++;
+    return idx;
+}
+
+/* Frees an rmap_item (zeroed again), and its chunk with its last item. */
+void ke_item_free(ke_machine *m, uint32_t idx)
+{
+    struct ke_item_store *s = &m->items;
+    struct ke_rmap_chunk *c = item_chunk(m, idx);
+    assert(idx >> RC_SHIFT && idx >> RC_SHIFT < s->top && c->leaf);
+    assert(item_at(m, idx)->flags & RI_INUSE && c->nr_items && s->in_use);
+    memset(item_at(m, idx), 0, sizeof(struct ke_rmap_item));
+    s->in_use--;
+    if (--c->nr_items == 0) {
+        c->leaf->rchunk = 0;
+        c->leaf = NULL;
+        c->vpn_base = s->free_head;
+        s->free_head = idx >> RC_SHIFT;
+        s->chunks_in_use--;
+    }
+}
+
 int ke_machine_new(uint64_t nr_frames, ke_machine **out)
 {
     ke_machine *m;
@@ -127,7 +211,7 @@ int ke_machine_new(uint64_t nr_frames, ke_machine **out)
         goto fail;
     m->mm_top = 1;
     /* Items: one per tracked virtual page; nodes: at most two per frame. */
-    if (ke_pool_init(&m->items, sizeof(struct ke_rmap_item), 1u << 28, nr_frames))
+    if (item_store_init(&m->items, nr_frames))
         goto fail;
     if (ke_pool_init(&m->nodes, sizeof(struct ke_stable_node),
                      (uint32_t)(2 * nr_frames + 16), nr_frames))
@@ -169,7 +253,7 @@ void ke_machine_free(ke_machine *m)
         munmap(m->mms, (uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
     }
     ksm_machine_free(m);
-    ke_pool_destroy(&m->items);
+    item_store_destroy(&m->items);
     ke_pool_destroy(&m->nodes);
     if (m->arena)
         munmap(m->arena, m->arena_bytes);

@@ -8,14 +8,21 @@
  *
  * Page tables.  An mm's table has three levels over the 32-bit virtual page
  * number (vpn): 11 bits pick a middle table, 12 bits a leaf, 9 bits a pte.
- * A leaf holds 512 ptes and, beside them, 512 rmap slots: the index of the
- * rmap_item KSM keeps for that virtual page (0: none).  So walking a leaf
- * walks an mm's rmap_items in address order for free, and a write or unmap
- * finds the item of its page in O(1).
+ * A leaf holds 512 ptes.
  *
- * rmap_items and stable nodes live in pools: one large reserved mapping
- * each (pages are touched only as the pool grows), indexed from 1, so an
- * index never moves and 0 means "none".  Freed entries form a free list.
+ * rmap_items live in chunks of 512, one chunk per page table leaf that KSM
+ * has looked into: item i of a chunk tracks pte i of its leaf.  An item's
+ * index is (chunk << 9) | i, so the item of a pte is found in O(1) from the
+ * leaf (leaf->rchunk), and the pte of an item, its mm and its vpn from the
+ * chunk table (m->rchunks), without either record storing them.  Chunks
+ * are allocated with the leaf's first item and freed with its last; chunk
+ * 0 is never used, so index 0 means "none".  Walking a leaf walks an mm's
+ * rmap_items in address order for free.
+ *
+ * Stable nodes live in a pool: one large reserved mapping (pages are
+ * touched only as the pool grows), indexed from 1, so an index never moves
+ * and 0 means "none".  Freed entries form a free list.  The item chunks
+ * are reserved the same way.
  */
 #ifndef KSM_ENGINE_INTERNAL_H
 #define KSM_ENGINE_INTERNAL_H
@@ -61,8 +68,8 @@ struct ke_frame {
 
 struct pt_leaf {
     uint32_t pte[PT_LEAF_SIZE];  /* what each virtual page maps */
-    uint32_t rmap[PT_LEAF_SIZE]; /* its rmap_item index, 0 none */
-    uint32_t nr_used;            /* entries with pte or rmap nonzero */
+    uint32_t rchunk;             /* its rmap_item chunk, 0 none (see top) */
+    uint32_t nr_used;            /* entries with a pte or an rmap_item */
 };
 
 struct pt_mid {
@@ -79,58 +86,84 @@ struct ke_mm {
     uint64_t ksm_zero_pages;    /* ptes at PTE_ZERO */
 };
 
-/* --- rmap_items (30 bytes: packed, 2-byte aligned; see KE_MAX_MMS) --- */
+/* --- rmap_items (24 bytes; their mm and vpn come from the chunk) --- */
 #define RI_UNSTABLE 0x01 /* counted in pages_unshared; in the tree iff seqnr is current */
 #define RI_STABLE 0x02   /* hangs on stable node link[0] */
 #define RI_CLEAN 0x04    /* oldchecksum is the checksum of the page as it is now */
 #define RI_RED 0x08      /* colour in the unstable tree */
-#define RI_INUSE 0x10    /* allocated (debug aid) */
+#define RI_INUSE 0x10    /* allocated: the pte of this slot has an rmap_item */
 
-struct __attribute__((packed, aligned(2))) ke_rmap_item {
-    uint32_t vpn;         /* virtual page it tracks */
+struct ke_rmap_item {
     uint32_t oldchecksum; /* checksum seen the last time the page was scanned */
     uint32_t prefix;      /* unstable: first 4 bytes of the page, big endian */
     /*
      * unstable: link = {left, right, parent} in the unstable tree;
-     * stable:   link = {stable node, next item, previous item};
-     * free:     the entry's first 4 bytes = next free item (ke_pool).
+     * stable:   link = {stable node, next item, previous item}.
      */
     uint32_t link[3];
-    uint16_t mm;          /* owning mm (ids fit 16 bits: KE_MAX_MMS) */
-    uint8_t flags;        /* RI_* */
+    uint8_t flags;        /* RI_*; 0 while the slot has no rmap_item */
     uint8_t seqnr;        /* low 8 bits of the pass that put it in the unstable tree */
     uint8_t age;          /* smart_scan: passes seen, saturating at 255 */
     uint8_t remaining_skips; /* smart_scan: passes still to skip */
 };
-_Static_assert(sizeof(struct ke_rmap_item) == 30, "rmap_item is 30 bytes");
+_Static_assert(sizeof(struct ke_rmap_item) == 24, "rmap_item is 24 bytes");
+
+#define RC_SHIFT PT_LEAF_BITS         /* items per chunk: one per pte of a leaf */
+#define RC_ITEMS (1u << RC_SHIFT)
+#define RC_CAPACITY (1u << 19)        /* chunks reserved: 2^28 items */
+
+/* One chunk of rmap_items: whose leaf they track (see top). */
+struct ke_rmap_chunk {
+    struct pt_leaf *leaf; /* the leaf, NULL while the chunk is free */
+    uint32_t vpn_base;    /* the leaf's first vpn; free: the next free chunk */
+    uint16_t mm;          /* the leaf's mm (ids fit 16 bits: KE_MAX_MMS) */
+    uint16_t nr_items;    /* items allocated in it, 1..RC_ITEMS while used */
+};
+
+/* The rmap_item store: chunks of items and the table describing them. */
+struct ke_item_store {
+    struct ke_rmap_item *base;    /* chunk c's items at base + c * RC_ITEMS */
+    struct ke_rmap_chunk *chunks; /* RC_CAPACITY records */
+    uint32_t top;                 /* chunks ever handed out + 1 */
+    uint32_t free_head;           /* first free chunk, 0 none */
+    uint32_t chunks_in_use;       /* chunks allocated now */
+    uint64_t in_use;              /* items allocated now */
+};
 
 /* --- stable nodes --- */
 #define SN_PLAIN 1 /* a KSM page in the tree, with its rmap_items */
 #define SN_CHAIN 2 /* a chain head in the tree: its dups have the same content */
 #define SN_DUP 3   /* a KSM page under a chain */
 
-struct ke_stable_node {
-    uint32_t rb[3];        /* plain/chain: left, right, parent in the stable tree;
-                              free: rb[0] is the next free node */
-    uint8_t red;           /* colour in the stable tree */
-    uint8_t kind;          /* SN_*, 0 while free */
-    uint16_t pad;
-    uint32_t kpfn;         /* plain/dup: the KSM frame */
-    uint32_t hlist;        /* plain/dup: first rmap_item; chain: first dup */
-    uint32_t rmap_hlist_len; /* plain/dup: rmap_items on it */
+/*
+ * A stable node is 36 bytes: the fields one kind of node does not use hold
+ * another kind's (a dup is not in the tree, so its tree links hold its
+ * chain links; a chain has no frame and no rmap_items of its own).
+ */
+struct __attribute__((packed, aligned(4))) ke_stable_node {
     union {
+        uint32_t rb[3];    /* plain/chain: left, right, parent in the stable
+                              tree; free: rb[0] is the next free node */
         struct {           /* dup */
             uint32_t next, prev; /* siblings under the chain */
             uint32_t chain;      /* its chain */
         };
-        struct {           /* chain */
-            uint32_t nr_candidates;    /* dups that can take one more mapping */
-            uint32_t chain_prune_time; /* last prune of stale dups (ms, wraps) */
-        };
+    };
+    uint8_t red;           /* plain/chain: colour in the stable tree */
+    uint8_t kind;          /* SN_*, 0 while free */
+    uint16_t pad;
+    union {
+        uint32_t kpfn;             /* plain/dup: the KSM frame */
+        uint32_t chain_prune_time; /* chain: last prune of stale dups (ms, wraps) */
+    };
+    uint32_t hlist;        /* plain/dup: first rmap_item; chain: first dup */
+    union {
+        uint32_t rmap_hlist_len;   /* plain/dup: rmap_items on it */
+        uint32_t nr_candidates;    /* chain: dups that can take one more mapping */
     };
     uint64_t prefix;       /* first 8 bytes of the content, big endian */
 };
-_Static_assert(sizeof(struct ke_stable_node) == 48, "stable node is 48 bytes");
+_Static_assert(sizeof(struct ke_stable_node) == 36, "stable node is 36 bytes");
 
 /* A pool of fixed-size records in one reserved mapping (see top). */
 struct ke_pool {
@@ -167,7 +200,7 @@ struct ke_machine {
     uint32_t mm_top;          /* slots ever used */
     uint32_t mm_free_head;    /* first free mm slot, 0 none */
 
-    struct ke_pool items;     /* struct ke_rmap_item */
+    struct ke_item_store items; /* rmap_items, in chunks (see top) */
     struct ke_pool nodes;     /* struct ke_stable_node */
     uint32_t stable_root;     /* stable tree root node, 0 empty */
     uint32_t unstable_root;   /* unstable tree root item, 0 empty */
@@ -202,6 +235,9 @@ int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity,
 void ke_pool_destroy(struct ke_pool *p);
 uint32_t ke_pool_alloc(struct ke_pool *p);
 void ke_pool_free(struct ke_pool *p, uint32_t idx);
+uint32_t ke_item_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
+                       uint32_t vpn);
+void ke_item_free(ke_machine *m, uint32_t idx);
 static inline void *pool_at(const struct ke_pool *p, uint32_t idx)
 {
     return p->base + (uint64_t)idx * p->size;
@@ -221,7 +257,34 @@ void ksm_item_leave_stable(ke_machine *m, uint32_t item);
 void ksm_stable_node_free_frame(ke_machine *m, uint32_t node);
 static inline struct ke_rmap_item *item_at(const ke_machine *m, uint32_t idx)
 {
-    return (struct ke_rmap_item *)pool_at(&m->items, idx);
+    return m->items.base + idx;
+}
+static inline struct ke_rmap_chunk *item_chunk(const ke_machine *m, uint32_t idx)
+{
+    return &m->items.chunks[idx >> RC_SHIFT];
+}
+static inline uint32_t item_mm(const ke_machine *m, uint32_t idx)
+{
+    return item_chunk(m, idx)->mm;
+}
+static inline uint32_t item_vpn(const ke_machine *m, uint32_t idx)
+{
+    return item_chunk(m, idx)->vpn_base | (idx & (RC_ITEMS - 1));
+}
+/* The pte an rmap_item tracks (its leaf lives while the item does). */
+static inline uint32_t *item_pte(const ke_machine *m, uint32_t idx)
+{
+    return &item_chunk(m, idx)->leaf->pte[idx & (RC_ITEMS - 1)];
+}
+/* The rmap_item of pte i of a leaf, 0 if none. */
+static inline uint32_t leaf_item(const ke_machine *m, const struct pt_leaf *leaf,
+                                 uint32_t i)
+{
+    uint32_t idx;
+    if (!leaf->rchunk)
+        return 0;
+    idx = (leaf->rchunk << RC_SHIFT) | i;
+    return item_at(m, idx)->flags ? idx : 0;
 }
 static inline struct ke_stable_node *node_at(const ke_machine *m, uint32_t idx)
 {

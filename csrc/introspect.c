@@ -34,16 +34,17 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
         for (uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1)); i < PT_LEAF_SIZE; i++, v++) {
             const struct ke_rmap_item *it;
             struct ke_rmap_info *o;
-            if (!leaf->rmap[i])
+            uint32_t idx = leaf_item(m, leaf, i);
+            if (!idx)
                 continue;
             if (n == max) {
                 *next = v << PAGE_SHIFT;
                 *n_out = n;
                 return 0;
             }
-            it = item_at(m, leaf->rmap[i]);
+            it = item_at(m, idx);
             o = &out[n++];
-            o->address = (uint64_t)it->vpn << PAGE_SHIFT;
+            o->address = (uint64_t)item_vpn(m, idx) << PAGE_SHIFT;
             o->oldchecksum = it->oldchecksum;
             o->stable_node = (it->flags & RI_STABLE) ? it->link[0] : 0;
             o->state = (it->flags & RI_STABLE) ? 2 : (it->flags & RI_UNSTABLE) ? 1 : 0;

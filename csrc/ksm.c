@@ -167,30 +167,20 @@ static int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
 #define LCP_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* The frame the pte of an rmap_item maps, PFN_NONE if none. */
-static uint32_t item_pfn(const ke_machine *m, const struct ke_rmap_item *it)
+static uint32_t item_pfn(const ke_machine *m, uint32_t idx)
 {
-    const struct ke_mm *mm = &m->mms[it->mm];
-    const struct pt_leaf *leaf = pt_leaf_lookup(mm, it->vpn);
-    uint32_t pte;
-    if (!leaf)
-        return PFN_NONE;
-    pte = leaf->pte[it->vpn & (PT_LEAF_SIZE - 1)];
+    uint32_t pte = *item_pte(m, idx);
     return pte == PTE_NONE || pte == PTE_ZERO ? PFN_NONE : pte - 1;
 }
 
 /* --- rmap_items --- */
 
-static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm, uint32_t vpn)
+static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm,
+                                struct pt_leaf *leaf, uint32_t vpn)
 {
-    uint32_t idx = ke_pool_alloc(&m->items);
-    struct ke_rmap_item *it;
+    uint32_t idx = ke_item_alloc(m, mm, leaf, vpn);
     if (!idx)
         return 0;
-    it = item_at(m, idx);
-    assert(mm < KE_MAX_MMS);
-    it->mm = (uint16_t)mm;
-    it->vpn = vpn;
-    it->flags = RI_INUSE;
     m->st.rmap_items++;
     m->mms[mm].ksm_rmap_items++;
     return idx;
@@ -200,9 +190,10 @@ static void rmap_item_free(ke_machine *m, uint32_t idx)
 {
     struct ke_rmap_item *it = item_at(m, idx);
     assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
+    (void)it;
     m->st.rmap_items--;
-    m->mms[it->mm].ksm_rmap_items--;
-    ke_pool_free(&m->items, idx);
+    m->mms[item_mm(m, idx)].ksm_rmap_items--;
+    ke_item_free(m, idx);
 }
 
 static inline bool is_page_sharing_candidate_n(const ke_machine *m,
@@ -255,7 +246,7 @@ static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
             m->st.pages_sharing--;
         else
             m->st.pages_shared--;
-        m->mms[it->mm].ksm_merging_pages--;
+        m->mms[item_mm(m, idx)].ksm_merging_pages--;
         assert(sn->rmap_hlist_len > 0);
         {
             bool was = is_page_sharing_candidate_n(m, sn, 0);
@@ -306,7 +297,7 @@ static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
         m->st.pages_sharing++;
     else
         m->st.pages_shared++;
-    m->mms[it->mm].ksm_merging_pages++;
+    m->mms[item_mm(m, idx)].ksm_merging_pages++;
 }
 
 /* --- hooks mm.c calls --- */
@@ -629,7 +620,7 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
             ret = CMP_PREFIX(prefix, t->prefix);
             lcp = lcp_of_prefixes(prefix, t->prefix, 4);
         } else {
-            tree_pfn = item_pfn(m, t);
+            tree_pfn = item_pfn(m, cur);
             if (tree_pfn == PFN_NONE || tree_pfn == pfn)
                 return 0;
             ret = page_cmp_lcp(m, pfn, tree_pfn,
@@ -659,12 +650,11 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
 
 /* --- merging --- */
 
-static inline struct pt_leaf *item_leaf(ke_machine *m,
-                                        const struct ke_rmap_item *it,
+static inline struct pt_leaf *item_leaf(ke_machine *m, uint32_t idx,
                                         uint32_t *i)
 {
-    *i = it->vpn & (PT_LEAF_SIZE - 1);
-    return pt_leaf_lookup(&m->mms[it->mm], it->vpn);
+    *i = idx & (RC_ITEMS - 1);
+    return item_chunk(m, idx)->leaf;
 }
 
 static void frame_make_ksm(ke_machine *m, uint32_t pfn)
@@ -676,10 +666,10 @@ static void frame_make_ksm(ke_machine *m, uint32_t pfn)
 }
 
 /* Points the item's pte at kpfn instead of its present frame (replace_page). */
-static void replace_page(ke_machine *m, struct ke_rmap_item *it, uint32_t kpfn)
+static void replace_page(ke_machine *m, uint32_t idx, uint32_t kpfn)
 {
     uint32_t i;
-    struct pt_leaf *leaf = item_leaf(m, it, &i);
+    struct pt_leaf *leaf = item_leaf(m, idx, &i);
     uint32_t old = leaf->pte[i] - 1;
     assert(leaf && leaf->pte[i] != PTE_NONE && leaf->pte[i] != PTE_ZERO);
     m->frames[kpfn].count++;
@@ -691,7 +681,7 @@ static void replace_page(ke_machine *m, struct ke_rmap_item *it, uint32_t kpfn)
  * mm/ksm.c try_to_merge_one_page(): merges the item's page pfn into the
  * KSM page kpfn, whose contents the caller found identical.  Returns 0.
  */
-static int try_to_merge_one_page(ke_machine *m, struct ke_rmap_item *it,
+static int try_to_merge_one_page(ke_machine *m, uint32_t idx,
                                  uint32_t pfn, uint32_t kpfn)
 {
     if (pfn == kpfn) /* KSM page forked */
@@ -702,22 +692,21 @@ static int try_to_merge_one_page(ke_machine *m, struct ke_rmap_item *it,
      * runs between the two here, so the walk's memcmp stands.
      */
     assert(memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE) == 0);
-    replace_page(m, it, kpfn);
+    replace_page(m, idx, kpfn);
     return 0;
 }
 
 /* Breaks sharing of an item's KSM page; never fails (see the top). */
 static void break_cow(ke_machine *m, uint32_t idx)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
     uint32_t i, pfn;
-    struct pt_leaf *leaf = item_leaf(m, it, &i);
+    struct pt_leaf *leaf = item_leaf(m, idx, &i);
     if (!leaf || leaf->pte[i] == PTE_NONE || leaf->pte[i] == PTE_ZERO)
         return;
     pfn = leaf->pte[i] - 1;
     if (!(m->frames[pfn].count & FR_KSM))
         return;
-    if (ke_break_cow_pte(m, &m->mms[it->mm], leaf, i) == 0)
+    if (ke_break_cow_pte(m, &m->mms[item_mm(m, idx)], leaf, i) == 0)
         return;
     /*
      * No frame to copy into: the page stays shared as an ordinary
@@ -746,8 +735,8 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
     m->st.memcmps++;
     if (memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE))
         return -EFAULT;
-    mm = &m->mms[it->mm];
-    leaf = item_leaf(m, it, &i);
+    mm = &m->mms[item_mm(m, idx)];
+    leaf = item_leaf(m, idx, &i);
     leaf->pte[i] = PTE_ZERO;
     mm->rss_pages--;
     mm->ksm_zero_pages++;
@@ -766,7 +755,6 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
                                        uint32_t pfn, uint32_t tree_idx,
                                        uint32_t tree_pfn)
 {
-    struct ke_rmap_item *it = item_at(m, idx), *tit = item_at(m, tree_idx);
     if (m->cfg.compat_2009) {
         uint32_t kpfn;
         /*
@@ -786,13 +774,13 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
         memcpy(frame_mem(m, kpfn), frame_mem(m, pfn), PAGE_SIZE);
         frame_make_ksm(m, kpfn);
         m->frames[kpfn].count++; /* hold it while both ptes move over */
-        replace_page(m, it, kpfn);
-        replace_page(m, tit, kpfn);
+        replace_page(m, idx, kpfn);
+        replace_page(m, tree_idx, kpfn);
         ke_frame_put(m, kpfn);
         return kpfn;
     }
     frame_make_ksm(m, pfn);
-    if (try_to_merge_one_page(m, tit, tree_pfn, pfn)) {
+    if (try_to_merge_one_page(m, tree_idx, tree_pfn, pfn)) {
         /* cannot happen single threaded: contents were just compared */
         m->frames[pfn].count &= ~FR_KSM;
         m->ksm_frames--;
@@ -890,7 +878,7 @@ static bool prehash_fill(ke_machine *m, struct ke_mm *mm,
             }
             for (; v < leaf_end && ph->n < want; v++, looked++) {
                 uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                if (needs_checksum(m, leaf->pte[i], leaf->rmap[i])) {
+                if (needs_checksum(m, leaf->pte[i], leaf_item(m, leaf, i))) {
                     ph->vpn[ph->n] = (uint32_t)v;
                     ph->pfn[ph->n] = leaf->pte[i] - 1;
                     ph->n++;
@@ -991,7 +979,7 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
     kpfn = stable_tree_search(m, pfn, &knode);
     remove_rmap_item_from_tree(m, idx);
     if (kpfn != PFN_NONE) {
-        if (!try_to_merge_one_page(m, it, pfn, kpfn))
+        if (!try_to_merge_one_page(m, idx, pfn, kpfn))
             stable_tree_append(m, idx, knode);
         return;
     }
@@ -1017,13 +1005,13 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
     remove_rmap_item_from_tree(m, idx);
     kpfn = stable_tree_search(m, pfn, &knode);
     if (kpfn != PFN_NONE) {
-        if (!try_to_merge_one_page(m, it, pfn, kpfn))
+        if (!try_to_merge_one_page(m, idx, pfn, kpfn))
             stable_tree_append(m, idx, knode);
         return;
     }
     if (m->frames[pfn].count & FR_KSM) {
         break_cow(m, idx);
-        pfn = item_pfn(m, it);
+        pfn = item_pfn(m, idx);
     }
     if (it->flags & RI_CLEAN) {
         checksum = it->oldchecksum;
@@ -1157,22 +1145,20 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
             }
             for (; v < leaf_end; v++) {
                 uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                uint32_t pte = leaf->pte[i], idx = leaf->rmap[i];
+                uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
                 if (pte == PTE_NONE || pte == PTE_ZERO) {
                     /* an address that vanished: free its rmap_item */
                     if (idx) {
                         ksm_item_unmap(m, idx);
-                        leaf->rmap[i] = 0;
                         if (pte == PTE_NONE)
                             leaf->nr_used--;
                     }
                     continue;
                 }
                 if (!idx) {
-                    idx = rmap_item_alloc(m, id, (uint32_t)v);
+                    idx = rmap_item_alloc(m, id, leaf, (uint32_t)v);
                     if (!idx)
                         goto out_of_items;
-                    leaf->rmap[i] = idx;
                 }
                 if (should_skip_rmap_item(m, idx, pte - 1))
                     continue;

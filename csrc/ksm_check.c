@@ -20,7 +20,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
 {
     uint32_t *maps = NULL, *node_items = NULL;
     uint64_t nfree = 0, nused = 0, nballoon = 0, nksm = 0, listed = 0;
-    uint64_t items = 0, unshared = 0, zero = 0, shared = 0, sharing = 0;
+    uint64_t items = 0, chunks = 0, unshared = 0, zero = 0, shared = 0, sharing = 0;
     uint64_t chains = 0, dups = 0;
     uint32_t pfn, id, n;
     int err = 0;
@@ -55,11 +55,11 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                 continue;
             for (uint32_t l = 0; l < PT_MID_SIZE; l++) {
                 const struct pt_leaf *leaf = mid->leaf[l];
-                uint32_t used = 0;
+                uint32_t used = 0, litems = 0;
                 if (!leaf)
                     continue;
                 for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
-                    uint32_t pte = leaf->pte[i], idx = leaf->rmap[i];
+                    uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
                     uint32_t vpn = (t << (PT_MID_BITS + PT_LEAF_BITS)) |
                                    (l << PT_LEAF_BITS) | i;
                     used += pte || idx;
@@ -73,12 +73,14 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                     }
                     if (idx) {
                         const struct ke_rmap_item *it = item_at(m, idx);
-                        if (idx >= m->items.top || !(it->flags & RI_INUSE))
+                        if (!(it->flags & RI_INUSE))
                             FAIL("mm %u vpn %u: bad rmap slot", id, vpn);
-                        if (it->mm != id || it->vpn != vpn)
+                        if (item_chunk(m, idx)->leaf != leaf ||
+                            item_mm(m, idx) != id || item_vpn(m, idx) != vpn)
                             FAIL("mm %u vpn %u: item %u names mm %u vpn %u",
-                                 id, vpn, idx, it->mm, it->vpn);
+                                 id, vpn, idx, item_mm(m, idx), item_vpn(m, idx));
                         mi++;
+                        litems++;
                         if (it->flags & RI_UNSTABLE)
                             unshared++;
                         if (it->flags & RI_STABLE) {
@@ -93,6 +95,14 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                             merging++;
                         }
                     }
+                }
+                if (leaf->rchunk) {
+                    const struct ke_rmap_chunk *c = &m->items.chunks[leaf->rchunk];
+                    chunks++;
+                    if (leaf->rchunk >= m->items.top || c->leaf != leaf ||
+                        c->mm != id || !litems || c->nr_items != litems)
+                        FAIL("mm %u leaf %u/%u: chunk %u holds %u items, counted %u",
+                             id, t, l, leaf->rchunk, c->nr_items, litems);
                 }
                 if (used != leaf->nr_used)
                     FAIL("mm %u leaf %u/%u: nr_used %u, counted %u", id, t, l,
@@ -179,13 +189,15 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
         }
     }
     if (items != m->st.rmap_items || items != m->items.in_use ||
+        chunks != m->items.chunks_in_use ||
         unshared != m->st.pages_unshared || zero != m->st.ksm_zero_pages ||
         shared != m->st.pages_shared || sharing != m->st.pages_sharing ||
         chains != m->st.stable_node_chains || dups != m->st.stable_node_dups)
-        FAIL("ksm counters: items %lu/%lu/%u unshared %lu/%lu zero %lu/%lu "
+        FAIL("ksm counters: items %lu/%lu/%u chunks %lu/%u unshared %lu/%lu zero %lu/%lu "
              "shared %lu/%lu sharing %lu/%lu chains %lu/%lu dups %lu/%lu",
              (unsigned long)items, (unsigned long)m->st.rmap_items,
-             m->items.in_use, (unsigned long)unshared,
+             (unsigned)m->items.in_use, (unsigned long)chunks,
+             m->items.chunks_in_use, (unsigned long)unshared,
              (unsigned long)m->st.pages_unshared, (unsigned long)zero,
              (unsigned long)m->st.ksm_zero_pages, (unsigned long)shared,
              (unsigned long)m->st.pages_shared, (unsigned long)sharing,

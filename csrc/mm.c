@@ -76,6 +76,7 @@ static void pt_leaf_maybe_free(struct ke_mm *mm, uint32_t vpn)
     leafp = &(*midp)->leaf[(vpn >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
     if (!*leafp || (*leafp)->nr_used)
         return;
+    assert(!(*leafp)->rchunk); /* its rmap_items count in nr_used */
     free(*leafp);
     *leafp = NULL;
     if (--(*midp)->nr_leaves == 0) {
@@ -114,10 +115,9 @@ int ke_mm_new(ke_machine *m, uint32_t *mm_out)
 static void pte_zap(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
                     uint32_t i)
 {
-    uint32_t pte = leaf->pte[i];
-    if (leaf->rmap[i]) {
-        ksm_item_unmap(m, leaf->rmap[i]);
-        leaf->rmap[i] = 0;
+    uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
+    if (idx) {
+        ksm_item_unmap(m, idx);
         if (!pte)
             leaf->nr_used--;
     }
@@ -266,18 +266,19 @@ static void pte_make_private(ke_machine *m, struct ke_mm *mm,
 {
     uint32_t pte = leaf->pte[i], pfn;
     bool from_frame = pte != PTE_NONE && pte != PTE_ZERO;
+    uint32_t idx = leaf_item(m, leaf, i);
 
     pfn = ke_frame_alloc(m, !full_overwrite && !from_frame);
     assert(pfn != PFN_NONE);
     m->frames[pfn].count++;
     if (from_frame && !full_overwrite)
         memcpy(frame_mem(m, pfn), frame_mem(m, pte - 1), PAGE_SIZE);
-    if (leaf->rmap[i])
-        ksm_item_leave_stable(m, leaf->rmap[i]);
+    if (idx)
+        ksm_item_leave_stable(m, idx);
     leaf->pte[i] = pfn + 1;
     mm->rss_pages++;
     if (pte == PTE_NONE) {
-        if (!leaf->rmap[i])
+        if (!idx)
             leaf->nr_used++;
     } else if (pte == PTE_ZERO) {
         mm->ksm_zero_pages--;
@@ -388,8 +389,11 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
             memcpy(dst, buf + done, chunk);
         else
             memset(dst, byte, chunk);
-        if (leaf->rmap[i])
-            ksm_item_write_hook(m, leaf->rmap[i], dst - off);
+        if (leaf->rchunk) {
+            uint32_t idx = leaf_item(m, leaf, i);
+            if (idx)
+                ksm_item_write_hook(m, idx, dst - off);
+        }
         done += chunk;
     }
     ke_release_flush(m);
@@ -492,10 +496,10 @@ int ke_mm_drop_rmap_items(ke_machine *m, uint32_t id, uint64_t addr,
         return err;
     FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
         for (uint32_t i = first; i <= last; i++) {
-            if (!leaf->rmap[i])
+            uint32_t idx = leaf_item(m, leaf, i);
+            if (!idx)
                 continue;
-            ksm_item_unmap(m, leaf->rmap[i]);
-            leaf->rmap[i] = 0;
+            ksm_item_unmap(m, idx);
             if (!leaf->pte[i])
                 leaf->nr_used--;
         }

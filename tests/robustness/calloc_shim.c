@@ -15,7 +15,7 @@
 /* glibc's own calloc (a dlsym lookup here could recurse into calloc) */
 extern void *__libc_calloc(size_t n, size_t size);
 
-#define CALLOC_SHIM_MIN 4096
+#define CALLOC_SHIM_MIN 2048 /* a page table leaf is 2 056 bytes */
 
 static long countdown = -1; /* calls still to pass before failing; -1 off */
 static long failures;       /* calls to fail once countdown reaches 0 */
