@@ -36,6 +36,15 @@ COUNTERS_6X = (
 COUNTERS_2009 = ("pages_shared", "kernel_pages_allocated")
 
 
+
+def _count_arg(name, value):
+    """A count argument: an int (not a bool) >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
 class Ksm:
     """The KSM of one machine.  ``compat="2009"`` gives the 2009 behaviour
     and sysfs interface; the default is today's kernel."""
@@ -158,17 +167,15 @@ class Ksm:
         """One ksm_do_scan(n) batch, synchronously: gives up to n pages to
         cmp_and_merge_page (fewer at the end of a full scan).  Returns the
         number scanned."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError("n must be an int")
-        if n < 0:
-            raise ValueError("n must not be negative")
-        n = min(n, 0xFFFFFFFF)
+        n = min(_count_arg("n", n), 0xFFFFFFFF)
         with self.machine.lock:
             return self.scanner.do_scan(n)
 
     def full_scan(self, passes=1):
         """Scans until ``passes`` more full scans have completed; returns
-        pages scanned.  Returns early if no process is registered."""
+        pages scanned.  Returns early if no process is registered.
+        ``passes`` is an int >= 0 (TypeError, ValueError otherwise)."""
+        passes = _count_arg("passes", passes)
         done = 0
         with self.machine.lock:
             target = self.scanner.seqnr + passes

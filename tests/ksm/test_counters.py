@@ -352,3 +352,22 @@ def test_every_unmerge_keeps_the_identity(machine, unmerge):
     assert (st["pages_shared"], st["pages_sharing"]) == expected
     machine.ksm.full_scan(2)
     assert_identity(machine)
+
+
+@pytest.mark.parametrize("bad, exc", [(1.5, TypeError), (float("inf"), TypeError), (True, TypeError),
+                                      ("2", TypeError), (None, TypeError), (-3, ValueError)])
+def test_scan_and_full_scan_refuse_what_is_not_a_count(machine, bad, exc):
+    """scan(n) and full_scan(passes) take an int >= 0: anything else is
+    refused before any page is scanned (full_scan(inf) once spun forever)."""
+    p = machine.spawn()
+    a = p.mmap(4 * PAGE_SIZE)
+    p.write(a, b"x" * 4 * PAGE_SIZE)
+    p.madvise(a, 4 * PAGE_SIZE, MADV_MERGEABLE)
+    with pytest.raises(exc):
+        machine.ksm.full_scan(bad)
+    with pytest.raises(exc):
+        machine.ksm.scan(bad)
+    st = machine.ksm.stats
+    assert st["pages_scanned"] == 0 and st["full_scans"] == 0
+    assert machine.ksm.full_scan(0) == 0
+    assert machine.ksm.full_scan(2) == 8 and machine.ksm.stats["full_scans"] == 2

@@ -70,7 +70,7 @@ WRONG_TYPE = st.one_of(st.sampled_from(NOT_INTS), st.text(max_size=12), st.binar
                        st.floats())
 GARBAGE = st.one_of(INTS, WRONG_TYPE)
 # Numbers a loop may legitimately count up to (no hangs on purpose)
-SMALL_GARBAGE = st.one_of(st.sampled_from([0, -1, 1, 2, -(1 << 64), 1.5, 0.5, math.nan, None,
+SMALL_GARBAGE = st.one_of(st.sampled_from([0, -1, 1, 2, -(1 << 64), 1.5, 0.5, math.nan, math.inf, None,
                                            True, "", "1", "abc", b"1", [], object()]),
                           st.integers(-5, 5))
 ALLOWED = (TypeError, ValueError, OSError)
