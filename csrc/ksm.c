@@ -515,6 +515,8 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
         *nodep = m->frames[pfn].aux;
         return pfn;
     }
+    if (!m->stable_root)
+        return PFN_NONE; /* (and the page's memory is not touched) */
     prefix = page_prefix64(frame_mem(m, pfn));
     cur = m->stable_root;
     while (cur) {
@@ -1064,6 +1066,85 @@ static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
     return true;
 }
 
+/*
+ * Tree walks ahead of the scan.  A walk of a large tree is a chain of
+ * dependent cache misses (each node says where the next one is), so it
+ * runs at memory latency, one miss per level.  Before the scan loop takes
+ * the next PREWALK_PAGES pages of a leaf, prewalk() walks both trees for
+ * all of them at once, level by level, prefetching every walker's next
+ * node in the same round: the misses of the pages overlap instead of
+ * following each other, and the real walks that follow find their paths
+ * in the cache.  It only reads (no counter, link or page changes), and the
+ * real walks run exactly as before, so results cannot differ; a walker
+ * stops where the prefixes no longer decide (the real walk compares the
+ * pages there) and pages that will not reach the trees this time (no
+ * rmap_item yet, written since hashed, KSM pages) are left out.
+ */
+#define PREWALK_PAGES 16
+#define PREWALK_MAX_DEPTH 96 /* a red-black tree of 2^32 nodes is shallower */
+
+static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
+                    uint32_t to)
+{
+    uint32_t pfn[PREWALK_PAGES], ucur[PREWALK_PAGES], scur[PREWALK_PAGES];
+    uint32_t upre[PREWALK_PAGES];
+    uint64_t spre[PREWALK_PAGES];
+    uint32_t n = 0, i, j, depth, steps = 0;
+
+    if (!m->unstable_root && !m->stable_root)
+        return;
+    for (i = from; i < to && n < PREWALK_PAGES; i++) {
+        uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
+        if (pte == PTE_NONE || pte == PTE_ZERO || !idx ||
+            !(item_at(m, idx)->flags & RI_CLEAN) ||
+            (m->frames[pte - 1].count & FR_KSM))
+            continue;
+        pfn[n] = pte - 1;
+        __builtin_prefetch(frame_mem(m, pfn[n]));
+        n++;
+    }
+    for (j = 0; j < n; j++) {
+        const uint8_t *page = frame_mem(m, pfn[j]);
+        upre[j] = page_prefix32(page);
+        spre[j] = page_prefix64(page);
+        ucur[j] = m->unstable_root;
+        scur[j] = m->stable_root;
+    }
+    for (depth = 0; depth < PREWALK_MAX_DEPTH; depth++) {
+        bool active = false;
+        for (j = 0; j < n; j++) {
+            uint32_t c = ucur[j];
+            if (c) {
+                const struct ke_rmap_item *t = item_at(m, c);
+                c = t->prefix == upre[j] ? 0 : t->link[upre[j] > t->prefix];
+                ucur[j] = c;
+                steps++;
+                if (c) {
+                    __builtin_prefetch(item_at(m, c));
+                    active = true;
+                }
+            }
+            c = scur[j];
+            if (c) {
+                const struct ke_stable_node *sn = node_at(m, c);
+                c = sn->prefix == spre[j] || sn->kind == SN_CHAIN
+                        ? 0 : sn->rb[spre[j] > sn->prefix];
+                scur[j] = c;
+                steps++;
+                if (c) {
+                    __builtin_prefetch(node_at(m, c));
+                    active = true;
+                }
+            }
+        }
+        if (!active)
+            break;
+    }
+    /* (also what keeps the compiler from dropping the walk: it has no
+     * other effect than the prefetches) */
+    m->st.prewalk_steps += steps;
+}
+
 /* --- entry points --- */
 
 int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg)
@@ -1137,6 +1218,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
         while (v < end) {
             uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
             struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
+            uint64_t prewalked = v;
             if (leaf_end > end)
                 leaf_end = end;
             if (!leaf) {
@@ -1145,7 +1227,13 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
             }
             for (; v < leaf_end; v++) {
                 uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
+                uint32_t pte, idx;
+                if (v == prewalked) {
+                    prewalked = v + PREWALK_PAGES < leaf_end ? v + PREWALK_PAGES : leaf_end;
+                    prewalk(m, leaf, i, i + (uint32_t)(prewalked - v));
+                }
+                pte = leaf->pte[i];
+                idx = leaf_item(m, leaf, i);
                 if (pte == PTE_NONE || pte == PTE_ZERO) {
                     /* an address that vanished: free its rmap_item */
                     if (idx) {

@@ -103,6 +103,7 @@ struct ke_ksm_stats {
     uint64_t checksums;          /* pages actually hashed (perf counter) */
     uint64_t checksums_avoided;  /* hashes skipped: page unwritten since last */
     uint64_t memcmps;            /* full page comparisons (perf counter) */
+    uint64_t prewalk_steps;      /* tree nodes read ahead of the scan (perf counter) */
 };
 
 /* One range of virtual addresses [start, end), page aligned. */

@@ -155,11 +155,13 @@ class Ksm:
                 start = nxt[0]
 
     def perf_counters(self):
-        """Work counters of the core: hashes done and avoided, memcmps."""
+        """Work counters of the core: hashes done and avoided, memcmps, tree
+        nodes read ahead of the scan (prewalk_steps)."""
         with self.machine.lock:
             s = self._raw()
             return {"checksums": s.checksums, "checksums_avoided": s.checksums_avoided,
-                    "memcmps": s.memcmps, "ksm_pages": s.ksm_pages}
+                    "memcmps": s.memcmps, "prewalk_steps": s.prewalk_steps,
+                    "ksm_pages": s.ksm_pages}
 
     # --- scanning ----------------------------------------------------------------
 

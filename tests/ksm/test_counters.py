@@ -371,3 +371,27 @@ def test_scan_and_full_scan_refuse_what_is_not_a_count(machine, bad, exc):
     assert st["pages_scanned"] == 0 and st["full_scans"] == 0
     assert machine.ksm.full_scan(0) == 0
     assert machine.ksm.full_scan(2) == 8 and machine.ksm.stats["full_scans"] == 2
+
+
+def test_perf_counters_count_the_work(machine):
+    """perf_counters(): a page is hashed once while unwritten (the later
+    passes reuse its checksum), and the trees are walked ahead of the scan
+    (prewalk_steps) once they hold nodes; writing a page makes it hashed
+    again."""
+    import os
+    p = machine.spawn()
+    n = 64
+    a = p.mmap(n * PAGE_SIZE)
+    p.write(a, os.urandom(n * PAGE_SIZE))
+    p.madvise(a, n * PAGE_SIZE, MADV_MERGEABLE)
+    machine.ksm.full_scan(1)
+    pc = machine.ksm.perf_counters()
+    assert pc["checksums"] == n and pc["checksums_avoided"] == 0
+    assert pc["prewalk_steps"] == 0  # pass 1: no tree yet, nothing to walk ahead
+    machine.ksm.full_scan(2)
+    pc = machine.ksm.perf_counters()
+    assert pc["checksums"] == n and pc["checksums_avoided"] == 2 * n
+    assert pc["prewalk_steps"] > n  # the unstable tree, rebuilt each pass
+    p.write(a, b"new")
+    machine.ksm.full_scan(1)
+    assert machine.ksm.perf_counters()["checksums"] == n + 1
