@@ -335,6 +335,68 @@ uint32_t ke_frame_alloc(ke_machine *m, bool need_zero)
     return pfn;
 }
 
+/*
+ * Faults in, in few system calls, the memory of the next `need` frames
+ * ke_frame_alloc() will hand out, ahead of a write that is about to take
+ * them all: the kernel then fills whole runs of pages in one call instead
+ * of taking a page fault on each (half the cost per page here).  Only
+ * frames whose memory the OS does not hold are asked for (released ones
+ * and never used ones), in runs of at least POPULATE_MIN_RUN frames.  A
+ * hint: on a kernel without MADV_POPULATE_WRITE (before 5.14) or on error
+ * the write faults the pages in as before.  The guess of which frames the
+ * write takes can be wrong (a write that breaks COW frees frames as it
+ * goes, and those are taken first): ke_frames_populate_end(), called once
+ * the write is done, gives back what was faulted in and is still free.
+ */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define POPULATE_MIN_RUN 16
+
+static void populate_run(ke_machine *m, uint32_t first, uint32_t n)
+{
+    if (n < POPULATE_MIN_RUN || m->nr_populated == KE_POPULATE_RUNS)
+        return;
+    m->populated[m->nr_populated].first = first;
+    m->populated[m->nr_populated].n = n;
+    m->nr_populated++;
+    (void)madvise(frame_mem(m, first), (size_t)n * PAGE_SIZE, MADV_POPULATE_WRITE);
+}
+
+void ke_frames_populate(ke_machine *m, uint64_t need)
+{
+    uint64_t listed = m->free_frames - (m->nr_frames - m->fresh);
+    uint32_t pfn = m->free_head, run_first = 0, run_n = 0, run_last = 0;
+    uint64_t k;
+
+    if (need > m->free_frames)
+        need = m->free_frames;
+    /* the listed frames first, in list order: coalesce neighbours */
+    for (k = 0; k < need && k < listed && pfn != PFN_NONE; k++) {
+        const struct ke_frame *f = &m->frames[pfn];
+        bool released = (f->count & FR_ZEROED) && pfn < m->fresh;
+        if (released && run_n && (pfn == run_last + 1 || pfn + 1 == run_last)) {
+            run_n++;
+            if (pfn < run_first)
+                run_first = pfn;
+        } else {
+            populate_run(m, run_first, run_n);
+            run_first = pfn;
+            run_n = released;
+        }
+        run_last = pfn;
+        pfn = f->aux;
+    }
+    populate_run(m, run_first, run_n);
+    /* then the never used ones, in address order */
+    if (need > k) {
+        uint64_t n = need - k;
+        if (n > m->nr_frames - m->fresh)
+            n = m->nr_frames - m->fresh;
+        populate_run(m, m->fresh, (uint32_t)n);
+    }
+}
+
 static void frame_free(ke_machine *m, uint32_t pfn)
 {
     struct ke_frame *f = &m->frames[pfn];
@@ -492,4 +554,32 @@ int ke_balloon_frame_free(ke_machine *m, uint32_t pfn)
     m->frames[pfn].count = FR_USED | 1;
     ke_frame_put(m, pfn);
     return 0;
+}
+
+/*
+ * After a write that ke_frames_populate() prepared: the frames it faulted
+ * in that are still free go back to the OS like any freed frame, so the
+ * process's resident memory follows the machine's accounting again.
+ */
+void ke_frames_populate_end(ke_machine *m)
+{
+    for (uint32_t r = 0; r < m->nr_populated; r++) {
+        uint32_t pfn = m->populated[r].first, end = pfn + m->populated[r].n;
+        for (; pfn < end; pfn++) {
+            struct ke_frame *f = &m->frames[pfn];
+            if (pfn >= m->fresh) {
+                /* never used after all: release the rest of the run as is */
+                release_run(m, pfn, end);
+                break;
+            }
+            if (f->count & (FR_USED | FR_BALLOON | FR_PENDING))
+                continue; /* taken, or freed again and queued already */
+            if (m->nr_pending == PENDING_MAX)
+                ke_release_flush(m);
+            f->count = FR_PENDING; /* still listed; its memory is resident */
+            m->pending[m->nr_pending++] = pfn;
+        }
+    }
+    m->nr_populated = 0;
+    release_run(m, 0, 0);
 }

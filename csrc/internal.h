@@ -48,6 +48,7 @@
 #define FR_ZEROED (1u << 31)  /* free, and its memory is known to be zero */
 #define PFN_NONE 0xffffffffu
 #define KE_RELEASE_BATCH 512 /* runs per process_madvise call (<= UIO_MAXIOV) */
+#define KE_POPULATE_RUNS 64  /* runs one write may fault in ahead (ke_frames_populate) */
 
 struct ke_frame {
     uint32_t count; /* map count | FR_* state bits */
@@ -195,6 +196,8 @@ struct ke_machine {
     uint32_t release_nr;      /* runs in release_iov */
     int release_pidfd;        /* pidfd of ourselves for process_madvise; -1 none, -2 untried */
     int release_pid;          /* the process release_pidfd names */
+    struct ke_run { uint32_t first, n; } populated[KE_POPULATE_RUNS];
+    uint32_t nr_populated;    /* runs ke_frames_populate() faulted in this call */
 
     struct ke_mm *mms;        /* KE_MAX_MMS slots, reserved */
     uint32_t mm_top;          /* slots ever used */
@@ -221,6 +224,8 @@ void ksm_machine_free(ke_machine *m);
 /* arena.c */
 bool ke_fault_fires(ke_machine *m, int point);
 uint32_t ke_frame_alloc(ke_machine *m, bool need_zero);
+void ke_frames_populate(ke_machine *m, uint64_t need);
+void ke_frames_populate_end(ke_machine *m);
 void ke_frame_put(ke_machine *m, uint32_t pfn);
 static inline uint8_t *frame_mem(const ke_machine *m, uint32_t pfn)
 {

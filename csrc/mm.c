@@ -21,6 +21,7 @@
 #include "internal.h"
 
 #define VPN_MAX 0xffffffffull
+#define POPULATE_MIN_PAGES 64 /* writes taking this many frames fault them in first */
 
 struct ke_mm *ke_mm_get(const ke_machine *m, uint32_t mm)
 {
@@ -373,6 +374,8 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
     }
     if ((err = alloc_leaves(mm, first_vpn, last_vpn - first_vpn + 1)))
         return err;
+    if (need >= POPULATE_MIN_PAGES)
+        ke_frames_populate(m, need);
     for (uint64_t vpn = first_vpn; vpn <= last_vpn; vpn++) {
         struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)vpn);
         uint32_t i = (uint32_t)(vpn & (PT_LEAF_SIZE - 1));
@@ -396,6 +399,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
         }
         done += chunk;
     }
+    ke_frames_populate_end(m);
     ke_release_flush(m);
     return 0;
 }
@@ -473,6 +477,8 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
             *frames_short = need > m->free_frames ? need - m->free_frames : 1;
         return -ENOMEM;
     }
+    if (need >= POPULATE_MIN_PAGES)
+        ke_frames_populate(m, need);
     FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
         for (uint32_t i = first; i <= last; i++) {
             uint32_t pte = leaf->pte[i];
@@ -480,6 +486,7 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
                 pte_make_private(m, mm, leaf, i, false);
         }
     });
+    ke_frames_populate_end(m);
     ke_release_flush(m);
     return 0;
 }
