@@ -819,12 +819,30 @@ struct prehash_job {
     uint32_t from, to;
 };
 
+/*
+ * Hashing a page that is not in the cache waits on memory, and the CPU's
+ * prefetcher stops at the page's end: the next page of the window is
+ * fetched while this one is hashed.
+ */
+static inline void prefetch_page(const uint8_t *page, int locality)
+{
+    for (uint32_t off = 0; off < PAGE_SIZE; off += 64) {
+        if (locality == 3)
+            __builtin_prefetch(page + off, 0, 3);
+        else
+            __builtin_prefetch(page + off, 0, 2);
+    }
+}
+
 static void *prehash_run(void *arg)
 {
     struct prehash_job *job = arg;
-    for (uint32_t i = job->from; i < job->to; i++)
+    for (uint32_t i = job->from; i < job->to; i++) {
+        if (i + 1 < job->to)
+            prefetch_page(frame_mem(job->m, job->ph->pfn[i + 1]), 3);
         job->ph->sum[i] = ke_page_checksum(frame_mem(job->m, job->ph->pfn[i]),
                                            job->ph->compat_2009);
+    }
     return NULL;
 }
 
@@ -1091,7 +1109,7 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
     uint64_t spre[PREWALK_PAGES];
     uint32_t n = 0, i, j, depth, steps = 0;
 
-    if (!m->unstable_root && !m->stable_root)
+    if (!m->unstable_root && !m->stable_root && !m->cfg.use_zero_pages)
         return;
     for (i = from; i < to && n < PREWALK_PAGES; i++) {
         uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
@@ -1100,7 +1118,10 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
             (m->frames[pte - 1].count & FR_KSM))
             continue;
         pfn[n] = pte - 1;
-        __builtin_prefetch(frame_mem(m, pfn[n]));
+        if (m->cfg.use_zero_pages && item_at(m, idx)->oldchecksum == m->zero_checksum)
+            prefetch_page(frame_mem(m, pfn[n]), 2); /* compared with the zero page */
+        else
+            __builtin_prefetch(frame_mem(m, pfn[n]));
         n++;
     }
     for (j = 0; j < n; j++) {
@@ -1116,6 +1137,14 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
             uint32_t c = ucur[j];
             if (c) {
                 const struct ke_rmap_item *t = item_at(m, c);
+                if (t->prefix == upre[j]) {
+                    /* the real walk compares the two pages here */
+                    uint32_t tpfn = item_pfn(m, c);
+                    if (tpfn != PFN_NONE) {
+                        prefetch_page(frame_mem(m, tpfn), 2);
+                        prefetch_page(frame_mem(m, pfn[j]), 2);
+                    }
+                }
                 c = t->prefix == upre[j] ? 0 : t->link[upre[j] > t->prefix];
                 ucur[j] = c;
                 steps++;
@@ -1127,6 +1156,13 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
             c = scur[j];
             if (c) {
                 const struct ke_stable_node *sn = node_at(m, c);
+                if (sn->prefix == spre[j]) {
+                    uint32_t d = sn->kind == SN_CHAIN ? sn->hlist : c;
+                    if (d) {
+                        prefetch_page(frame_mem(m, node_at(m, d)->kpfn), 2);
+                        prefetch_page(frame_mem(m, pfn[j]), 2);
+                    }
+                }
                 c = sn->prefix == spre[j] || sn->kind == SN_CHAIN
                         ? 0 : sn->rb[spre[j] > sn->prefix];
                 scur[j] = c;
