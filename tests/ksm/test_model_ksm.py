@@ -336,6 +336,8 @@ class KsmModel(RuleBasedStateMachine):
         stats = m.ksm.stats
         nodes = {n["node"]: n for n in m.ksm.stable_nodes()}
         stable_items = zero_ptes = ksm_ptes = unknown_ksm_ptes = total_items = 0
+        ksm_ptes_mergeable = 0
+        frames_outside = set()  # KSM frames mapped from areas not VM_MERGEABLE
         nodes_with_items = set()
         for p, mp in self.procs:
             flags = {}
@@ -368,6 +370,10 @@ class KsmModel(RuleBasedStateMachine):
                     ksm_ptes += 1
                     if x not in stable_addrs:
                         unknown_ksm_ptes += 1
+                    if mp.mergeable[x]:
+                        ksm_ptes_mergeable += 1
+                    else:
+                        frames_outside.add(frames[x])
             my_zero = sum(1 for f in flags.values() if f == PTE_ZERO)
             zero_ptes += my_zero
             stable_items += mine_stable
@@ -389,9 +395,16 @@ class KsmModel(RuleBasedStateMachine):
         # KSM mappings no rmap_item knows of: fork copies not scanned yet
         assert ksm_ptes - unknown_ksm_ptes == stable_items
         if self.after_run2:
-            assert ksm_ptes == 0 and zero_ptes == 0
-            assert stats["rmap_items"] == 0 and not nodes and stats["full_scans"] == 0
-            assert m.meminfo()["ksm_pages"] == 0
+            # run=2 unmerges the VM_MERGEABLE areas; a fork child's copy
+            # in an area that is not keeps its KSM page, and that page's
+            # stable node stays, with no rmap_item (the kernel cannot
+            # remove a stable node whose page is mapped either)
+            assert ksm_ptes_mergeable == 0 and zero_ptes == 0
+            assert stats["rmap_items"] == 0 and stats["full_scans"] == 0
+            kept = {n["kpfn"] for n in nodes.values() if n["kind"] != "chain"}
+            assert all(n["rmap_hlist_len"] == 0 for n in nodes.values() if n["kind"] != "chain")
+            assert kept <= frames_outside
+            assert m.meminfo()["ksm_pages"] == len(frames_outside)
 
     def teardown(self):
         if not hasattr(self, "m"):
@@ -493,3 +506,26 @@ class KsmModel2009(KsmModel):
 
 KsmModel2009.TestCase.settings = KsmModel.TestCase.settings
 TestKsmModel2009 = KsmModel2009.TestCase
+
+
+def test_model_after_run2_keeps_a_fork_copy_outside_mergeable_areas():
+    """The sequence the invariants once got wrong: a fork child unmerges its
+    area before the parent's scan makes their shared frame a KSM page in
+    place; run=2 then cannot take the child's mapping away (nor can the
+    kernel), and its stable node stays, with no rmap_item."""
+    mdl = KsmModel()
+    mdl.start(mps="256", zero=False, smart=False, layout=[[1, 1]])
+    mdl.fork(0)
+    mdl.madvise(1, 0, 0, 2, False)
+    mdl.full_scan(2)
+    assert mdl.m.ksm.stats["pages_shared"] == 1
+    mdl.run_2(False)
+    mdl.memory_matches_model()
+    mdl.core_consistent()
+    mdl.ksm_accounting()
+    child = mdl.procs[1][0]
+    a = next(iter(child.areas.values()))
+    assert PTE_KSM in child.ptes(a.start, 2)[1]
+    nodes = mdl.m.ksm.stable_nodes()
+    assert len(nodes) == 1 and nodes[0]["rmap_hlist_len"] == 0
+    mdl.teardown()

@@ -70,14 +70,16 @@ KNOBS_2009 = [("pages_to_scan", v) for v in ("0", "1", "100")] + \
 COUNTS = {"runs": 0, "checks": 0, "enomem_writes": 0, "merges_seen": 0, "ooms": 0}
 
 
-def _ksm_ptes(proc, model, start=None, npages=None):
+def _ksm_ptes(proc, model, start=None, npages=None, mergeable_only=False):
     """Pages of proc (all mapped runs, or one range) mapping a KSM page or
-    the KSM zero page: what unmerging them would need frames for."""
+    the KSM zero page: what unmerging them would need frames for.  With
+    mergeable_only, those in VM_MERGEABLE pages only (what run=2 unmerges)."""
     runs = model.runs() if start is None else [(start, npages)]
     n = 0
     for s, k in runs:
         _, flags = proc.ptes(s, k)
-        n += sum(1 for f in flags if f in (FLAG_KSM, FLAG_ZERO))
+        n += sum(1 for i, f in enumerate(flags) if f in (FLAG_KSM, FLAG_ZERO) and
+                 (not mergeable_only or model.mapped[s + i * PAGE_SIZE]))
     return n
 
 
@@ -399,9 +401,20 @@ class SystemModel(RuleBasedStateMachine):
         if name != "advisor_mode":
             assert ksm.sysfs[name] == value + "\n"
         if unmerging:
+            # (a fork child's copy in an area that is not VM_MERGEABLE keeps
+            # its KSM page, and the page its stable node, with no rmap_item:
+            # the kernel cannot remove a stable node whose page is mapped)
             assert ksm.stats["rmap_items"] == 0 and ksm.stats["full_scans"] == 0
-            assert ksm.stable_nodes() == []
-            assert sum(_ksm_ptes(p, mp) for p, mp in self.procs) == 0
+            assert all(n["rmap_hlist_len"] == 0 for n in ksm.stable_nodes() if n["kind"] != "chain")
+            assert sum(_ksm_ptes(p, mp, mergeable_only=True) for p, mp in self.procs) == 0
+            kept = {n["kpfn"] for n in ksm.stable_nodes() if n["kind"] != "chain"}
+            outside = set()
+            for p, mp in self.procs:
+                for s_, k in mp.runs():
+                    pfns, flags = p.ptes(s_, k)
+                    outside |= {pfn for i, (pfn, f) in enumerate(zip(pfns, flags))
+                                if f == FLAG_KSM and not mp.mapped[s_ + i * PAGE_SIZE]}
+            assert kept <= outside
 
     @rule(n=st.integers(0, 400))
     def scan(self, n):
@@ -561,3 +574,25 @@ def test_system_model_6x():
 
 def test_system_model_2009():
     _run(SystemModel2009, "2009")
+
+
+def test_run2_rule_with_a_fork_copy_outside_mergeable_areas():
+    """run=2 through the model's knob rule after a fork child unmerged its
+    area and the parent's scan merged their shared frames in place: the
+    child's KSM mappings and their stable nodes stay (as in the kernel)."""
+    from ksm_engine import MADV_UNMERGEABLE
+
+    class Run2:
+        def draw(self, _):
+            return ("run", "2")
+
+    mdl = SystemModel()
+    mdl.start(nprocs=1, npages=4, any_=False, knobs=[], zero=False, mps="256", kb=0)
+    mdl.write_pages(0, 0, [1, 1, 1, 1])
+    mdl.fork(0)
+    mdl.madvise(1, 0, 0, 4, MADV_UNMERGEABLE)
+    mdl.full_scan(2)
+    assert mdl.m.ksm.stats["pages_shared"] == 1
+    mdl.knob(Run2())
+    assert mdl.m.ksm.stats["rmap_items"] == 0 and len(mdl.m.ksm.stable_nodes()) == 1
+    mdl.teardown()
