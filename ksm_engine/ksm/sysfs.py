@@ -9,7 +9,13 @@ EINVAL where it maps every error to EINVAL; the text ends at a NUL, as the
 C string the store function reads does).  A rejected write raises
 OSError with the kernel's errno and changes nothing.  An empty write is a
 no-op, as on the real files.  Writing a read-only counter is EACCES, an
-unknown name is ENOENT.  Checked against the real kernel in
+unknown name is ENOENT.
+
+Permissions: the kernel's files are root-owned, the knobs 0644 and the
+counters 0444.  ``sysfs[name] = value`` writes as root; ``sysfs.write(name,
+value, admin=False)`` writes as the caller it names, and an unprivileged
+caller cannot open a knob for writing: PermissionError(EACCES), checked
+before the text is looked at.  Anyone may read.  Checked against the real kernel in
 tests/kernel/test_knob_parsing.py.  The 2009 interface parses as the seed
 did, with strict_strtoul (no '+', overflow wraps, every error EINVAL).
 """
@@ -153,6 +159,12 @@ class KsmSysfs(Mapping):
         return f"{value}\n"
 
     def __setitem__(self, name, value):
+        """A write by root (see the module doc)."""
+        self.write(name, value, admin=True)
+
+    def write(self, name, value, admin=False):
+        """write(2) of ``value`` to the file by a caller who is root
+        (``admin``) or not; raises OSError with the kernel's errno."""
         table = self._table()
         if not isinstance(name, str):
             raise TypeError("attribute names are strings")
@@ -160,6 +172,10 @@ class KsmSysfs(Mapping):
             raise FileNotFoundError(errno.ENOENT, f"/sys/kernel/mm/ksm/{name}: no such attribute")
         if table[name][1] is None:
             raise PermissionError(errno.EACCES, f"/sys/kernel/mm/ksm/{name} is read-only")
+        if not isinstance(admin, bool):
+            raise TypeError("admin is a bool: whether the writer is root")
+        if not admin:
+            raise PermissionError(errno.EACCES, f"/sys/kernel/mm/ksm/{name}: only root may write it (0644)")
         if isinstance(value, bool):
             raise TypeError("write the text, e.g. '1', not a bool")
         if isinstance(value, int):

@@ -302,3 +302,28 @@ def test_estimate_of_a_process_it_may_read_works_under_the_same_limits():
     # (the interpreter's own pages may add more)
     assert out["pages"] >= 64
     assert all(run["pages_sharing"] >= 60 for run in out["runs"])
+
+
+def test_the_engines_ksm_knobs_need_root_to_write():
+    """The engine's /sys/kernel/mm/ksm follows the kernel's modes: a knob
+    written by an unprivileged caller is EACCES and unchanged, whatever the
+    text; root writes it; anyone reads; a counter is EACCES even for root."""
+    from ksm_engine import Machine
+    m = Machine(ram="4MiB")
+    fs = m.ksm.sysfs
+    for name, value in (("pages_to_scan", "5000"), ("run", "1"), ("max_page_sharing", "16"),
+                        ("use_zero_pages", "1"), ("sleep_millisecs", "garbage")):
+        old = fs[name]
+        with pytest.raises(PermissionError) as e:
+            fs.write(name, value)
+        assert e.value.errno == errno.EACCES and fs[name] == old
+    fs.write("pages_to_scan", "5000", admin=True)
+    assert fs["pages_to_scan"] == "5000\n"
+    fs["pages_to_scan"] = "7"  # item assignment is a write by root
+    assert fs["pages_to_scan"] == "7\n"
+    with pytest.raises(PermissionError) as e:
+        fs.write("pages_shared", "0", admin=True)
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(TypeError):
+        fs.write("pages_to_scan", "9", admin="yes")
+    assert fs["pages_to_scan"] == "7\n"
