@@ -5,7 +5,7 @@ builds in place.  The declarations Python sees are the region of the one
 public header, csrc/ksm_engine.h, between ``CDEF BEGIN`` and ``CDEF END``.
 
 Environment:
-  KSM_ENGINE_SANITIZE=1   build with AddressSanitizer and UBSan (see docs/testing.md)
+  KSM_ENGINE_SANITIZE=1   build with AddressSanitizer and UBSan (scripts/run_sanitizers.sh, docs/robustness.md)
   KSM_ENGINE_DEBUG=1      -O0 -g and assertions on
 """
 import os

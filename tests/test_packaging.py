@@ -126,3 +126,33 @@ def test_plain_install_command_line(installed):
     """)
     assert r.returncode == 0, r.stderr
     assert "ksm-engine" in r.stdout
+
+
+def test_sdist_carries_the_c_core(tmp_path):
+    """An sdist holds every C source and header the build compiles (the
+    cffi build reads csrc/ksm_engine.h), so pip can build from it."""
+    import tarfile
+    src = tmp_path / "src"
+    _clean_copy(str(src))
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
+                   cwd=src, check=True, capture_output=True)
+    (tarball,) = (tmp_path / "dist").iterdir()
+    with tarfile.open(tarball) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    csrc = {f"csrc/{f}" for f in os.listdir(os.path.join(ROOT, "csrc")) if f.endswith((".c", ".h"))}
+    assert csrc and csrc <= names, csrc - names
+    assert "ksm_engine/_build_core.py" in names and "setup.py" in names
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("opt", ["-O2", "-O1"])
+def test_c_core_compiles_without_warnings(tmp_path, opt):
+    """Issue 2: the core compiles with -Wall -Wextra and no warning, at the
+    normal build's -O2 and the sanitizer build's -O1 (whose flow analysis
+    differs); -Werror makes any warning fail the test."""
+    import glob
+    for src in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c"))):
+        r = subprocess.run(["gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", opt, "-c",
+                            "-o", str(tmp_path / "x.o"), "-I", os.path.join(ROOT, "csrc"), src],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, (src, r.stderr)

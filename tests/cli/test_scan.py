@@ -11,6 +11,10 @@ rng = random.Random(23)
 X = rng.randbytes(PAGE)
 IMG0 = X * 10 + bytes(4 * PAGE) + rng.randbytes(6 * PAGE)
 IMG1 = X * 2 + rng.randbytes(3 * PAGE)
+# the counters of /sys/kernel/mm/ksm in Linux 6.x (read-only files)
+KERNEL_FILES = ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
+                "pages_scanned", "pages_skipped", "full_scans", "stable_node_chains",
+                "stable_node_dups", "ksm_zero_pages", "general_profit")
 
 
 @pytest.fixture
@@ -27,6 +31,9 @@ def test_json_counters(images):
     assert doc["pages_unshared"] == 9 and doc["rmap_items"] == 25
     assert doc["settled"] is True and doc["full_scans"] >= 3
     assert doc["images"] == [str(p) for p in images]
+    # every counter under the kernel's name, and the scan time
+    assert set(KERNEL_FILES) <= set(doc), set(KERNEL_FILES) - set(doc)
+    assert isinstance(doc["seconds"], float) and 0 < doc["seconds"] < 60
 
 
 def test_text_and_use_zero_pages(images):
@@ -34,6 +41,7 @@ def test_text_and_use_zero_pages(images):
     assert r.returncode == 0, r.stderr
     rows = dict(line.split() for line in r.stdout.splitlines())
     assert rows["ksm_zero_pages"] == "4" and rows["pages_sharing"] == "11"
+    assert set(KERNEL_FILES) <= set(rows) and float(rows["seconds"]) >= 0
 
 
 def test_compat_2009(images):
