@@ -1,4 +1,5 @@
-"""Random scenarios (hypothesis): the invariant holds after every step, and
+"""Random scenarios (hypothesis), with the hypervisor or in simulate mode
+(simulate_loan_target_kb): the invariant holds after every step, and
 after every polling round that computed a target the balloon never leaves
 the machine below min_mem_mb."""
 from hypothesis import HealthCheck, given, settings
@@ -34,16 +35,22 @@ step = st.one_of(
     st.just({"compact": True}),
     st.just({"reboot": True}),
 )
+# simulate mode: the target is simulate_loan_target_kb, no hcall is made
+sim_step = st.one_of(step, st.builds(lambda v: {"simulate_loan_target_kb": v}, target_kb),
+                     st.builds(lambda v: {"simulate_loan_target_kb": v}, target_kb))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(first=target_kb, steps=st.lists(step, max_size=14), cmo=st.sampled_from([4096, 1024]),
-       delay=st.integers(0, 2), hotplug_delay=st.integers(0, 3))
-def test_random_scenarios_keep_the_invariant(first, steps, cmo, delay, hotplug_delay):
+@given(first=target_kb, data=st.data(), cmo=st.sampled_from([4096, 1024]),
+       delay=st.integers(0, 2), hotplug_delay=st.integers(0, 3), simulate=st.booleans())
+def test_random_scenarios_keep_the_invariant(first, data, cmo, delay, hotplug_delay, simulate):
+    steps = data.draw(st.lists(sim_step if simulate else step, max_size=14))
+    start = {"simulate_loan_target_kb": first} if simulate else {"hv_target_kb": first}
     scn = parse_scenario({"ram_mb": RAM_MB, "cmo_page_size": cmo,
                           "params": {"min_mem_mb": MIN_MEM_MB, "delay": delay,
-                                     "hotplug_delay": hotplug_delay, "oom_kb": 1024},
-                          "steps": [{"hv_target_kb": first}] + steps})
+                                     "hotplug_delay": hotplug_delay, "oom_kb": 1024,
+                                     "simulate": simulate},
+                          "steps": [start] + steps})
     polls = []
 
     def after_poll(drv, mpp_ok):
