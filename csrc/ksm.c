@@ -1092,11 +1092,13 @@ static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
  * all of them at once, level by level, prefetching every walker's next
  * node in the same round: the misses of the pages overlap instead of
  * following each other, and the real walks that follow find their paths
- * in the cache.  It only reads (no counter, link or page changes), and the
- * real walks run exactly as before, so results cannot differ; a walker
- * stops where the prefixes no longer decide (the real walk compares the
- * pages there) and pages that will not reach the trees this time (no
- * rmap_item yet, written since hashed, KSM pages) are left out.
+ * in the cache.  Where a walker's prefix ties with a node's, the real walk
+ * will compare the two pages: the walker stops there and prefetches both
+ * (and so does a page that will be compared with the zero page).  It only
+ * reads (no counter, link or page changes), and the real walks run exactly
+ * as before, so results cannot differ.  Pages that will not reach the
+ * trees this time (no rmap_item yet, written since hashed, KSM pages) are
+ * left out.
  */
 #define PREWALK_PAGES 16
 #define PREWALK_MAX_DEPTH 96 /* a red-black tree of 2^32 nodes is shallower */
@@ -1163,8 +1165,7 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
                         prefetch_page(frame_mem(m, pfn[j]), 2);
                     }
                 }
-                c = sn->prefix == spre[j] || sn->kind == SN_CHAIN
-                        ? 0 : sn->rb[spre[j] > sn->prefix];
+                c = sn->prefix == spre[j] ? 0 : sn->rb[spre[j] > sn->prefix];
                 scur[j] = c;
                 steps++;
                 if (c) {
