@@ -35,6 +35,7 @@ from cmm.cint import kstrtoul, kstrtouint, simple_strtoul, to_s32
 from cmm.params import PARAMS
 from cmm.scenario import parse_scenario, run_scenario
 from ksm_engine import Machine
+from tests.cli.children import target_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -229,7 +230,8 @@ class Target:
 
     def __init__(self, prefix):
         self.proc = subprocess.Popen(prefix + [sys.executable, "-c", TARGET], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd="/")
+                                     stdout=subprocess.PIPE, text=True, cwd="/",
+                                     env=target_env())
         assert self.proc.stdout.readline() == "ready\n"
         self.pid = self.proc.pid
 
