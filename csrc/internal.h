@@ -93,6 +93,7 @@ struct ke_mm {
 #define RI_CLEAN 0x04    /* oldchecksum is the checksum of the page as it is now */
 #define RI_RED 0x08      /* colour in the unstable tree */
 #define RI_INUSE 0x10    /* allocated: the pte of this slot has an rmap_item */
+#define RI_ZERO 0x20     /* with RI_CLEAN: the page was all zero when hashed (so is now) */
 
 struct ke_rmap_item {
     uint32_t oldchecksum; /* checksum seen the last time the page was scanned */
@@ -152,7 +153,8 @@ struct __attribute__((packed, aligned(4))) ke_stable_node {
     };
     uint8_t red;           /* plain/chain: colour in the stable tree */
     uint8_t kind;          /* SN_*, 0 while free */
-    uint16_t pad;
+    uint8_t zero;          /* the content is known to be all zero */
+    uint8_t pad;
     union {
         uint32_t kpfn;             /* plain/dup: the KSM frame */
         uint32_t chain_prune_time; /* chain: last prune of stale dups (ms, wraps) */

@@ -173,6 +173,18 @@ static uint32_t item_pfn(const ke_machine *m, uint32_t idx)
     return pte == PTE_NONE || pte == PTE_ZERO ? PFN_NONE : pte - 1;
 }
 
+/*
+ * Is the item's page known to be all zero?  A page whose checksum is the
+ * zero page's is compared with the zero page when it is hashed (while it
+ * is in the cache; see cmp_and_merge_page), and the answer holds until
+ * the page is written (which clears RI_CLEAN and RI_ZERO): later compares
+ * of two such pages need not read them.
+ */
+static inline bool item_zero(const struct ke_rmap_item *it)
+{
+    return (it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO);
+}
+
 /* --- rmap_items --- */
 
 static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm,
@@ -306,7 +318,7 @@ static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
 void ksm_item_write_hook(ke_machine *m, uint32_t idx, const uint8_t *page)
 {
     struct ke_rmap_item *it = item_at(m, idx);
-    it->flags &= (uint8_t)~RI_CLEAN;
+    it->flags &= (uint8_t)~(RI_CLEAN | RI_ZERO);
     it->prefix = page_prefix32(page); /* keeps unstable tree walks exact */
     if ((it->flags & RI_UNSTABLE) && it->seqnr == (uint8_t)m->seqnr)
         m->unstable_dirty = true; /* the tree may now be out of order */
@@ -485,8 +497,8 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
  * the offset of the first difference in *lcp.
  */
 static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
-                           uint32_t *curp, uint32_t *dupp, bool prune,
-                           uint32_t lcp_from, uint32_t *lcp)
+                           bool page_zero, uint32_t *curp, uint32_t *dupp,
+                           bool prune, uint32_t lcp_from, uint32_t *lcp)
 {
     uint32_t tree_pfn = stable_node_chain(m, dupp, curp, prune);
     uint64_t tree_prefix;
@@ -496,6 +508,12 @@ static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
         *lcp = lcp_of_prefixes(prefix, tree_prefix, 8);
         return CMP_PREFIX(prefix, tree_prefix);
     }
+    if (page_zero && node_at(m, *curp)->zero) {
+        /* both known all zero: equal, without reading either page */
+        assert(!memcmp(frame_mem(m, pfn), frame_mem(m, tree_pfn), PAGE_SIZE));
+        *lcp = PAGE_SIZE;
+        return 0;
+    }
     return page_cmp_lcp(m, pfn, tree_pfn, lcp_from, lcp);
 }
 
@@ -503,9 +521,10 @@ static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
  * Searches the stable tree for a KSM page with the content of frame pfn
  * that can take one more mapping.  Returns its frame and sets *nodep to
  * its stable node, or returns PFN_NONE.  A page that is itself KSM (shared
- * by fork) finds itself.
+ * by fork) finds itself.  page_zero: the page is known to be all zero.
  */
-static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
+static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, bool page_zero,
+                                   uint32_t *nodep)
 {
     uint32_t cur, dup, lcp, lcp_lo = 0, lcp_hi = 0;
     uint64_t prefix;
@@ -521,7 +540,7 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
     cur = m->stable_root;
     while (cur) {
         /* chains are pruned on the way, as the kernel's walk does */
-        ret = stable_walk_cmp(m, pfn, prefix, &cur, &dup, true,
+        ret = stable_walk_cmp(m, pfn, prefix, page_zero, &cur, &dup, true,
                               LCP_MIN(lcp_lo, lcp_hi), &lcp);
         if (ret < 0) {
             cur = node_at(m, cur)->rb[0];
@@ -542,9 +561,10 @@ static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, uint32_t *nodep)
 /*
  * Puts the KSM page kpfn into the stable tree: a new plain node, or a new
  * dup under the chain of its content (making the chain if needed).  Returns
- * the new node, 0 on failure (allocation, or injected fault).
+ * the new node, 0 on failure (allocation, or injected fault).  page_zero:
+ * the page is known to be all zero (the nodes of its content say so).
  */
-static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
+static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
 {
     uint32_t cur = m->stable_root, parent = 0, dup, node;
     uint64_t prefix = page_prefix64(frame_mem(m, kpfn));
@@ -553,7 +573,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
     bool need_chain = false;
 
     while (cur) {
-        ret = stable_walk_cmp(m, kpfn, prefix, &cur, &dup, false,
+        ret = stable_walk_cmp(m, kpfn, prefix, page_zero, &cur, &dup, false,
                               LCP_MIN(lcp_lo, lcp_hi), &lcp);
         parent = cur;
         if (ret < 0) {
@@ -574,6 +594,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
         return 0;
     node_at(m, node)->kpfn = kpfn;
     node_at(m, node)->prefix = prefix;
+    node_at(m, node)->zero = page_zero;
     if (!need_chain) {
         stable_rb_link(m, &m->stable_root, node, parent, ret < 0);
         stable_rb_insert_color(m, &m->stable_root, node);
@@ -587,10 +608,14 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
             }
             node_at(m, chain)->chain_prune_time = (uint32_t)m->now_ms;
             node_at(m, chain)->prefix = prefix;
+            node_at(m, chain)->zero = node_at(m, cur)->zero;
             stable_rb_replace(m, &m->stable_root, cur, chain);
             m->st.stable_node_chains++;
             stable_node_chain_add_dup(m, cur, chain);
         }
+        /* (the walk found the contents equal: what is known of one is of all) */
+        if (page_zero || node_at(m, chain)->zero)
+            node_at(m, chain)->zero = node_at(m, node)->zero = 1;
         stable_node_chain_add_dup(m, node, chain);
     }
     m->frames[kpfn].aux = node;
@@ -606,6 +631,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn)
 static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
                                             uint32_t pfn, uint32_t *tree_pfnp)
 {
+    bool page_zero = item_zero(item_at(m, idx));
     uint32_t cur = m->unstable_root, parent = 0, tree_pfn = PFN_NONE;
     uint32_t prefix = page_prefix32(frame_mem(m, pfn));
     uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
@@ -625,8 +651,15 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
             tree_pfn = item_pfn(m, cur);
             if (tree_pfn == PFN_NONE || tree_pfn == pfn)
                 return 0;
-            ret = page_cmp_lcp(m, pfn, tree_pfn,
-                               m->unstable_dirty ? 0 : LCP_MIN(lcp_lo, lcp_hi), &lcp);
+            if (page_zero && item_zero(t)) {
+                /* both known all zero: equal, without reading either page */
+                assert(!memcmp(frame_mem(m, pfn), frame_mem(m, tree_pfn), PAGE_SIZE));
+                ret = 0;
+                lcp = PAGE_SIZE;
+            } else {
+                ret = page_cmp_lcp(m, pfn, tree_pfn,
+                                   m->unstable_dirty ? 0 : LCP_MIN(lcp_lo, lcp_hi), &lcp);
+            }
         }
         parent = cur;
         if (ret < 0) {
@@ -734,9 +767,12 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
 
     if (!m->cfg.use_zero_pages || it->oldchecksum != m->zero_checksum)
         return -EFAULT;
-    m->st.memcmps++;
-    if (memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE))
-        return -EFAULT;
+    if (!item_zero(it)) {
+        m->st.memcmps++;
+        if (memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE))
+            return -EFAULT;
+    }
+    assert(!memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE));
     mm = &m->mms[item_mm(m, idx)];
     leaf = item_leaf(m, idx, &i);
     leaf->pte[i] = PTE_ZERO;
@@ -811,6 +847,7 @@ struct ke_prehash {
     uint32_t vpn[PREHASH_MAX];  /* virtual pages, ascending */
     uint32_t pfn[PREHASH_MAX];  /* their frames when collected */
     uint32_t sum[PREHASH_MAX];  /* their checksums */
+    uint8_t zero[PREHASH_MAX];  /* 6.x: the page is all zero (see item_zero) */
 };
 
 struct prehash_job {
@@ -840,8 +877,11 @@ static void *prehash_run(void *arg)
     for (uint32_t i = job->from; i < job->to; i++) {
         if (i + 1 < job->to)
             prefetch_page(frame_mem(job->m, job->ph->pfn[i + 1]), 3);
-        job->ph->sum[i] = ke_page_checksum(frame_mem(job->m, job->ph->pfn[i]),
-                                           job->ph->compat_2009);
+        const uint8_t *page = frame_mem(job->m, job->ph->pfn[i]);
+        uint32_t sum = ke_page_checksum(page, job->ph->compat_2009);
+        job->ph->sum[i] = sum;
+        job->ph->zero[i] = !job->ph->compat_2009 && sum == job->m->zero_checksum &&
+                           !memcmp(page, zero_page, PAGE_SIZE);
     }
     return NULL;
 }
@@ -920,7 +960,8 @@ static bool prehash_fill(ke_machine *m, struct ke_mm *mm,
     return true;
 }
 
-/* The window's checksum for vpn, or -1 if it has none. */
+/* The window's checksum for vpn, with bit 32 set if the page is all zero;
+ * -1 if it has none. */
 static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
 {
     struct ke_prehash *ph = m->prehash;
@@ -928,8 +969,11 @@ static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
         return -1;
     while (ph->pos < ph->n && ph->vpn[ph->pos] < vpn)
         ph->pos++;
-    if (ph->pos < ph->n && ph->vpn[ph->pos] == vpn)
-        return ph->sum[ph->pos++];
+    if (ph->pos < ph->n && ph->vpn[ph->pos] == vpn) {
+        int64_t v = (int64_t)ph->sum[ph->pos] | ((int64_t)ph->zero[ph->pos] << 32);
+        ph->pos++;
+        return v;
+    }
     return -1;
 }
 
@@ -950,7 +994,7 @@ static void merge_via_unstable_tree(ke_machine *m, uint32_t idx, uint32_t pfn)
     if (kpfn == PFN_NONE)
         return;
     remove_rmap_item_from_tree(m, tree_idx);
-    knode = stable_tree_insert(m, kpfn);
+    knode = stable_tree_insert(m, kpfn, item_zero(item_at(m, idx)));
     if (knode) {
         stable_tree_append(m, tree_idx, knode);
         stable_tree_append(m, idx, knode);
@@ -983,10 +1027,19 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
             checksum = it->oldchecksum; /* not written since it was hashed */
             m->st.checksums_avoided++;
         } else {
-            checksum = precomputed >= 0 ? (uint32_t)precomputed
-                                        : ke_page_checksum(frame_mem(m, pfn), 0);
+            bool zero;
+            if (precomputed >= 0) {
+                checksum = (uint32_t)precomputed;
+                zero = (precomputed >> 32) & 1;
+            } else {
+                checksum = ke_page_checksum(frame_mem(m, pfn), 0);
+                zero = checksum == m->zero_checksum &&
+                       !memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE);
+            }
+            if (checksum == m->zero_checksum)
+                m->st.memcmps++; /* that compare with the zero page */
             m->st.checksums++;
-            it->flags |= RI_CLEAN;
+            it->flags = (uint8_t)((it->flags & ~RI_ZERO) | RI_CLEAN | (zero ? RI_ZERO : 0));
         }
         if (it->oldchecksum != checksum) {
             it->oldchecksum = checksum;
@@ -996,7 +1049,7 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
             return;
     }
 
-    kpfn = stable_tree_search(m, pfn, &knode);
+    kpfn = stable_tree_search(m, pfn, item_zero(it), &knode);
     remove_rmap_item_from_tree(m, idx);
     if (kpfn != PFN_NONE) {
         if (!try_to_merge_one_page(m, idx, pfn, kpfn))
@@ -1023,7 +1076,7 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
     if ((m->frames[pfn].count & FR_KSM) && (it->flags & RI_STABLE))
         return;
     remove_rmap_item_from_tree(m, idx);
-    kpfn = stable_tree_search(m, pfn, &knode);
+    kpfn = stable_tree_search(m, pfn, false, &knode);
     if (kpfn != PFN_NONE) {
         if (!try_to_merge_one_page(m, idx, pfn, kpfn))
             stable_tree_append(m, idx, knode);
@@ -1111,7 +1164,7 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
     uint64_t spre[PREWALK_PAGES];
     uint32_t n = 0, i, j, depth, steps = 0;
 
-    if (!m->unstable_root && !m->stable_root && !m->cfg.use_zero_pages)
+    if (!m->unstable_root && !m->stable_root)
         return;
     for (i = from; i < to && n < PREWALK_PAGES; i++) {
         uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
@@ -1119,11 +1172,10 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
             !(item_at(m, idx)->flags & RI_CLEAN) ||
             (m->frames[pte - 1].count & FR_KSM))
             continue;
+        if (item_zero(item_at(m, idx)))
+            continue; /* known all zero: its compares read no page */
         pfn[n] = pte - 1;
-        if (m->cfg.use_zero_pages && item_at(m, idx)->oldchecksum == m->zero_checksum)
-            prefetch_page(frame_mem(m, pfn[n]), 2); /* compared with the zero page */
-        else
-            __builtin_prefetch(frame_mem(m, pfn[n]));
+        __builtin_prefetch(frame_mem(m, pfn[n]));
         n++;
     }
     for (j = 0; j < n; j++) {

@@ -16,6 +16,15 @@
         goto out;                                                             \
     } while (0)
 
+static bool page_is_zero(const ke_machine *m, uint32_t pfn)
+{
+    const uint8_t *p = frame_mem(m, pfn);
+    for (uint32_t i = 0; i < PAGE_SIZE; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
 int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
 {
     uint32_t *maps = NULL, *node_items = NULL;
@@ -81,6 +90,9 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                                  id, vpn, idx, item_mm(m, idx), item_vpn(m, idx));
                         mi++;
                         litems++;
+                        if ((it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO) &&
+                            (!pte || (pte != PTE_ZERO && !page_is_zero(m, pte - 1))))
+                            FAIL("item %u: known all zero, its page is not", idx);
                         if (it->flags & RI_UNSTABLE)
                             unshared++;
                         if (it->flags & RI_STABLE) {
@@ -177,6 +189,8 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
         }
         if (sn->kind == SN_DUP)
             dups++;
+        if (sn->zero && !page_is_zero(m, sn->kpfn))
+            FAIL("stable node %u: known all zero, frame %u is not", n, sn->kpfn);
         if (!(m->frames[sn->kpfn].count & FR_KSM) ||
             m->frames[sn->kpfn].aux != n)
             FAIL("stable node %u: frame %u is not its KSM page", n, sn->kpfn);
