@@ -11,6 +11,8 @@ pages); munmap and exit drop them.  A fork child inherits the parent's
 count (ksm_fork adds the child's ksm_zero_pages to the global counter).
 Pages that are not present (never written) are not KSM's business at all.
 """
+import pytest
+
 from ksm_engine import MADV_MERGEABLE, MADV_UNMERGEABLE, PAGE_SIZE, PR_SET_MEMORY_MERGE
 
 from .conftest import (PTE_KSM, PTE_NONE, PTE_PRESENT, PTE_ZERO, flags_of, frames_of, ksm_counts, map_pages,
@@ -172,3 +174,33 @@ def test_use_zero_pages_accepts_kstrtobool(machine):
     for text, value in (("y", 1), ("N", 0), ("on", 1), ("off", 0), ("1", 1), ("0", 0), ("Yes\n", 1)):
         machine.ksm.sysfs["use_zero_pages"] = text
         assert machine.ksm.sysfs["use_zero_pages"] == f"{value}\n"
+
+
+@pytest.mark.parametrize("use_zero_pages", [1, 0])
+def test_a_page_written_after_hashing_is_no_longer_known_zero(machine, use_zero_pages):
+    """A zero page is found all zero when hashed, and later compares skip
+    reading it while it stays unwritten: a write in between must end that.
+    Pass 1 hashes 8 zero pages; then 4 of them get a byte each (all
+    different), back to zero for 2 (zero again, but rehashed); the next passes merge only the
+    6 pages that are zero, whether into the zero page or into one KSM page."""
+    set_knobs(machine, use_zero_pages=use_zero_pages, smart_scan=0)
+    p = machine.spawn()
+    a = map_pages(p, [page(0)] * 8)
+    machine.ksm.full_scan(1)
+    for k in range(4):
+        p.write(a + k * PAGE_SIZE + 100, bytes([k + 1]))
+    for k in range(2):
+        p.write(a + k * PAGE_SIZE + 100, b"\x00")
+    machine.ksm.full_scan(3)
+    machine.check()
+    flags = flags_of(p, a, 8)
+    assert flags[2:4] == [PTE_PRESENT] * 2
+    if use_zero_pages:
+        assert flags[:2] + flags[4:] == [PTE_ZERO] * 6
+        assert machine.ksm.stats["ksm_zero_pages"] == 6
+    else:
+        assert flags[:2] + flags[4:] == [PTE_KSM] * 6
+        assert (machine.ksm.stats["pages_shared"], machine.ksm.stats["pages_sharing"]) == (1, 5)
+    want = bytearray(8 * PAGE_SIZE)
+    want[2 * PAGE_SIZE + 100], want[3 * PAGE_SIZE + 100] = 3, 4
+    assert p.read(a, 8 * PAGE_SIZE) == bytes(want)
