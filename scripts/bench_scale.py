@@ -7,19 +7,22 @@ most 1.5 times that at 256 thousand.
 
 For each workload and each size, in a fresh child process (so that one
 run's freed memory does not change the next one's), REPS times:
-  first touch  the peer, untimed in the ratios: one byte written into every
-           page of a fresh anonymous mapping as large as the machine's
-           arena, then unmapped.  This VM's host backs guest memory lazily
-           and takes freed memory back (free page reporting): the first
-           touch of 8 GiB cost 5.2 us a page against 1.4 at 1 GiB on a VM
-           booted minutes before, 1.9 against 1.4 once backed (this loop,
-           2026-12-01).  Touching first makes the load measure the engine
-           rather than the host; the figure is printed and kept in the raw
-           data (first_touch_seconds);
   load     Workload.load(): the Machine made, every page written in 16 MiB
            chunks (generating the chunk is excluded from the time: chunks
            are generated first, one at a time, then written - see
            _load_timed), then MADV_MERGEABLE;
+  first touch  the peer, not in the load's time: before each chunk is
+           written, one byte is written into every page of a fresh 16 MiB
+           anonymous mapping, which is then unmapped, so that the guest
+           pages the engine's write takes next are ones the VM's host has
+           just backed.  This host backs guest memory lazily and takes freed
+           memory back (free page reporting): in this script's run of
+           2026-12-01 the first touch cost 2.8 - 4.0 us a page at 2 Mi pages
+           against 1.3 - 1.5 at 256 Ki, while the engine's load that follows
+           it cost 1.2 - 1.3 us a page at both.  Without it the load measures
+           the host, not the engine.  Its seconds are printed and kept
+           (first_touch_seconds): that growth is what a user of this VM sees
+           whatever program touches the memory;
   settle   settle.settle(): full scans until the counters hold still; its
            seconds count scanning only.
 Time per page = seconds / pages; the ratio compares medians at the large
@@ -48,10 +51,12 @@ TARGET = 1.5
 
 def _load_timed(wl):
     """Workload.load, timing only the engine's part (Machine, writes,
-    madvise), not the generation of the chunks."""
+    madvise), not the generation of the chunks nor the first touch before
+    each (see the top).  Returns (machine, load seconds, first touch
+    seconds)."""
     from ksm_engine import MADV_MERGEABLE, Machine
 
-    t = 0.0
+    t = touch = 0.0
     t0 = time.perf_counter()
     m = Machine(ram=wl.total_bytes + (16 << 20))
     for name, value in wl.knobs.items():
@@ -63,19 +68,20 @@ def _load_timed(wl):
         a = p.mmap(img.nbytes)
         t += time.perf_counter() - t0
         for start, c in img.chunks():
+            touch += _first_touch(c.nbytes)
             t0 = time.perf_counter()
             p.write(a + start * 4096, c)
             t += time.perf_counter() - t0
         t0 = time.perf_counter()
         p.madvise(a, img.nbytes, MADV_MERGEABLE)
         t += time.perf_counter() - t0
-    return m, t
+    return m, t, touch
 
 
 def _first_touch(nbytes):
     """The peer: touches one byte of every page of a fresh anonymous mapping
-    of nbytes, then unmaps it; returns the seconds.  Run before the load, it
-    also makes the VM's host back that much memory (see the top)."""
+    of nbytes, then unmaps it; returns the seconds.  The pages go back to
+    the guest's free lists backed by the VM's host (see the top)."""
     import mmap
 
     import numpy as np
@@ -96,8 +102,7 @@ def measure(name, pages, seed):
     from ksm_engine.settle import settle
 
     wl = workloads.make(name, pages * workloads.PAGE_SIZE, seed=seed)
-    first_touch_s = _first_touch(wl.total_bytes + (16 << 20))
-    m, load_s = _load_timed(wl)
+    m, load_s, first_touch_s = _load_timed(wl)
     r = settle(m)
     c = r.counters
     return {"workload": name, "pages": wl.total_pages, "first_touch_seconds": first_touch_s,
