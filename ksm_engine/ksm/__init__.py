@@ -15,7 +15,6 @@ and in C (csrc/ksm.c) every per-page step.  Process-side entry points
 (madvise, prctl, fork, exit) are in ksm_engine/process.py and call the
 mm_* methods here.
 """
-import errno
 
 from .._native import check, ffi, lib
 from . import advisor as _advisor

@@ -2,6 +2,7 @@
 it, ``python -m ksm_engine ...`` in a subprocess, and the tests look at its
 exit code, stdout and stderr."""
 import os
+import pty
 import subprocess
 import sys
 
@@ -32,6 +33,27 @@ def run_cli(*args, timeout=300, env=None, prelude=None, **kw):
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     streams.update(kw)
     return subprocess.run(cmd, text=True, cwd=ROOT, env=_env(env), timeout=timeout, **streams)
+
+
+def run_cli_on_a_terminal(*args):
+    """run_cli with stderr on a pseudo-terminal: returns (CompletedProcess,
+    what the terminal showed), for the progress line tests."""
+    master, slave = pty.openpty()
+    try:
+        r = run_cli(*args, stderr=slave)
+    finally:
+        os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return r, b"".join(chunks).decode()
 
 
 def assert_usage_error(r, *needles):

@@ -9,12 +9,10 @@ merge.  The sizes below keep zeros % max_page_sharing away from 1 (a lone
 last zero page would find no partner)."""
 import json
 import math
-import os
-import pty
 
 import pytest
 
-from .conftest import PAGE, assert_usage_error, run_cli
+from .conftest import PAGE, assert_usage_error, run_cli, run_cli_on_a_terminal
 
 SMALL = ["--guests", "3", "--guest-size", "2MiB"]
 
@@ -133,22 +131,7 @@ def test_text_report():
 
 
 def test_progress_on_a_terminal_only():
-    master, slave = pty.openpty()
-    try:
-        r = run_cli("demo", *SMALL, stderr=slave)
-    finally:
-        os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    tty = b"".join(chunks).decode()
+    r, tty = run_cli_on_a_terminal("demo", *SMALL)
     assert r.returncode == 0
     assert "full scan 1 (t=" in tty and "pages_sharing" in tty
     assert tty.endswith("\r")        # the line is wiped at the end

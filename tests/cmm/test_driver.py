@@ -6,7 +6,7 @@ import pytest
 
 from cmm import CmmDriver, Hypervisor, SimClock
 from cmm.balloon import BalloonBug, balloon_page_isolate, balloon_page_putback
-from cmm.hypervisor import H_HARDWARE, H_PAGE_SET_ACTIVE, H_PAGE_SET_LOANED, PAGE_SIZE
+from cmm.hypervisor import H_HARDWARE, H_PAGE_SET_LOANED, PAGE_SIZE
 from cmm.notifier import (MEM_CANCEL_OFFLINE, MEM_GOING_OFFLINE, MEM_GOING_ONLINE,
                           MEM_OFFLINE, MEM_ONLINE, NOTIFY_DONE, NOTIFY_OK, SYS_HALT,
                           SYS_RESTART, NotifierChain)
