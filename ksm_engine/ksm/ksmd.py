@@ -2,11 +2,15 @@
 
 The loop of mm/ksm.c ksm_scan_thread(): while run has bit 1 and a process
 is registered, do one ksm_do_scan(pages_to_scan) under the machine lock,
-then sleep sleep_millisecs (a sysfs write wakes it early, as the kernel's
-ksm_iter_wait); otherwise wait until there is work.  The scan itself runs
-in C with the GIL released.
+then sleep sleep_millisecs; otherwise wait until there is work (a
+registration or a sysfs write wakes it, as ksm_thread_wait).  The sleep
+ends early only when sleep_millisecs is written with another value (the
+kernel's wait on ksm_iter_wait re-checks exactly that) or on stop(); other
+writes and registrations wake the thread, which goes back to sleep for
+the rest of the time.  The scan itself runs in C with the GIL released.
 """
 import threading
+import time
 
 
 class Ksmd:
@@ -62,6 +66,19 @@ class Ksmd:
                 sleep_ms = ksm.knobs["sleep_millisecs"]
             if should:
                 if sleep_ms:
-                    self._wake.wait(sleep_ms / 1000.0)
+                    self._sleep(sleep_ms)
             else:
                 self._wake.wait(0.1)
+
+    def _sleep(self, sleep_ms):
+        """wait_event_freezable_timeout(ksm_iter_wait, sleep_millisecs !=
+        sleep_ms, sleep_ms): until the time is up, sleep_millisecs holds
+        another value, or stop()."""
+        deadline = time.monotonic() + sleep_ms / 1000.0
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._wake.wait(remaining):
+                return
+            self._wake.clear()
+            if self._ksm.knobs["sleep_millisecs"] != sleep_ms:
+                return

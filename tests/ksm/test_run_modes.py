@@ -10,7 +10,7 @@ ENOMEM.
 
 ksmd (ksm_scan_thread): while run has bit 0 set and a process is
 registered, one ksm_do_scan(pages_to_scan) then a sleep of
-sleep_millisecs, cut short when sleep_millisecs is written; otherwise it
+sleep_millisecs, cut short when sleep_millisecs changes; otherwise it
 waits for work (registration or run=1 wakes it).  Thread tests only ever
 wait for something to happen, bounded at 10 s, never for how long it takes.
 """
@@ -345,3 +345,25 @@ def test_user_threads_and_ksmd_share_the_machine(machine):
     finally:
         machine.ksm.stop()
     machine.check()
+
+
+def test_ksmd_sleep_ends_early_only_for_another_sleep_millisecs(machine):
+    """The kernel's sleep between batches waits on ksm_iter_wait for
+    sleep_millisecs to change: writing another knob, the same
+    sleep_millisecs, or registering a process does not end it; writing
+    another value does."""
+    set_knobs(machine, pages_to_scan=1, sleep_millisecs=100000, smart_scan=0)
+    p = machine.spawn()
+    map_pages(p, [unique_page(i) for i in range(8)])
+    machine.ksm.start()
+    try:
+        eventually(lambda: machine.ksm.stats["pages_scanned"] == 1)
+        machine.ksm.sysfs["pages_to_scan"] = "2"
+        machine.ksm.sysfs["sleep_millisecs"] = "100000"
+        q = machine.spawn()
+        map_pages(q, [unique_page(100 + i) for i in range(2)])
+        stays(lambda: machine.ksm.stats["pages_scanned"] == 1)
+        machine.ksm.sysfs["sleep_millisecs"] = "100001"
+        eventually(lambda: machine.ksm.stats["pages_scanned"] == 3)
+    finally:
+        machine.ksm.stop()
