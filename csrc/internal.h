@@ -17,7 +17,11 @@
  * chunk table (m->rchunks), without either record storing them.  Chunks
  * are allocated with the leaf's first item and freed with its last; chunk
  * 0 is never used, so index 0 means "none".  Walking a leaf walks an mm's
- * rmap_items in address order for free.
+ * rmap_items in address order for free.  A chunk is 12 KiB however few of
+ * its items are used: dense mergeable memory (the usual case: KSM tracks
+ * the present pages of whole areas) costs 24 bytes a page, memory with one
+ * present page in 2 MiB costs 12 KiB a page.  RC_CAPACITY chunks at most
+ * (a scan that needs more fails with ENOMEM).
  *
  * Stable nodes live in a pool: one large reserved mapping (pages are
  * touched only as the pool grows), indexed from 1, so an index never moves
@@ -112,7 +116,7 @@ _Static_assert(sizeof(struct ke_rmap_item) == 24, "rmap_item is 24 bytes");
 
 #define RC_SHIFT PT_LEAF_BITS         /* items per chunk: one per pte of a leaf */
 #define RC_ITEMS (1u << RC_SHIFT)
-#define RC_CAPACITY (1u << 19)        /* chunks reserved: 2^28 items */
+#define RC_CAPACITY (1u << 21)        /* chunks reserved: 2^30 items, 2^21 leaves */
 
 /* One chunk of rmap_items: whose leaf they track (see top). */
 struct ke_rmap_chunk {
