@@ -4,8 +4,8 @@
  *
  * Data structures (see internal.h for the fields):
  *
- * rmap_item: one per virtual page KSM has looked at, found through the
- *   rmap slot beside the page's pte.  It is in at most one tree:
+ * rmap_item: one per virtual page KSM has looked at, found in the rmap
+ *   chunk of the page's page-table leaf.  It is in at most one tree:
  *   - RI_UNSTABLE: put in the unstable tree during pass `seqnr`.  The tree
  *     is emptied at the start of every pass by dropping its root (nodes are
  *     not unlinked one by one), so an item flagged unstable is really in the

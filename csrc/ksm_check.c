@@ -83,7 +83,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                     if (idx) {
                         const struct ke_rmap_item *it = item_at(m, idx);
                         if (!(it->flags & RI_INUSE))
-                            FAIL("mm %u vpn %u: bad rmap slot", id, vpn);
+                            FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
                         if (item_chunk(m, idx)->leaf != leaf ||
                             item_mm(m, idx) != id || item_vpn(m, idx) != vpn)
                             FAIL("mm %u vpn %u: item %u names mm %u vpn %u",
