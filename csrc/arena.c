@@ -1,6 +1,7 @@
 /*
  * arena.c - the machine: its frames, their free list, giving freed frames
- * back to the operating system, the balloon's frames, the stable node pool and the rmap_item chunks.
+ * back to the operating system, the balloon's frames, the stable node
+ * pool and the rmap_item chunks.
  *
  * A frame is in exactly one state: free (on the free list, or not yet
  * used at all: pfn >= fresh), used (mapped by one or more ptes; maybe a KSM
