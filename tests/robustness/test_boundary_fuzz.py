@@ -226,6 +226,9 @@ ENTRY_POINTS = {
     "sysfs[name] = value": ((KNOB, KNOB_TEXT),
                             lambda w, name, value: w.m.ksm.sysfs.__setitem__(name, value)),
     "sysfs[name]": ((KNOB,), lambda w, name: w.m.ksm.sysfs[name]),
+    "sysfs.write(name, value, admin)": ((KNOB, KNOB_TEXT, st.one_of(st.booleans(), GARBAGE)),
+                                        lambda w, name, value, admin:
+                                        w.m.ksm.sysfs.write(name, value, admin=admin)),
     "ksm.scan": ((GARBAGE,), lambda w, n: w.m.ksm.scan(n)),
     "ksm.full_scan": ((SMALL_GARBAGE,), lambda w, n: w.m.ksm.full_scan(n)),
     "balloon_page_free": ((st.one_of(INTS, st.integers(0, 300)),),
