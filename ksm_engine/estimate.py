@@ -7,7 +7,11 @@ Sources (one process of the engine's machine each, in the order given):
                [stack], [anon:NAME]); /proc/PID/pagemap picks the pages
                ksmd would see there (present; not the shared zero page when
                its pfn can be read, i.e. as root); /proc/PID/mem gives
-               their bytes.  Needs ptrace read access to the process.
+               their bytes.  Needs ptrace read access to the process.  The
+               pagemap is asked for the present and swapped regions
+               (ioctl PAGEMAP_SCAN, Linux 6.7+), so that huge sparse areas
+               cost nothing; where the kernel has no PAGEMAP_SCAN its
+               entries are read and decoded 64 Ki at a time.
   CoreSource   an ELF core file: its PT_LOAD segments with contents, less
                those of file mappings (the NT_FILE note), the vdso (NT_AUXV's
                AT_SYSINFO_EHDR), kernel addresses (vsyscall) and unreadable
@@ -41,7 +45,9 @@ memory loaded), general_profit, and a prediction (predict()):
   time to settle     B x sleep_millisecs + CPU
   CPU                P x the engine's measured cost per scanned page
 """
+import ctypes
 import errno
+import fcntl
 import mmap
 import os
 import re
@@ -289,6 +295,37 @@ _PRESENT = bytes(1 if b & PM_PRESENT else 0 for b in range(256))
 _SWAPPED = bytes(1 if b & PM_SWAP and not b & PM_PRESENT else 0 for b in range(256))
 _RUN = re.compile(rb"\x01+")
 
+# ioctl(PAGEMAP_SCAN) on /proc/PID/pagemap (linux/fs.h, Linux 6.7): the
+# regions of a range whose pages have the asked categories, coalesced.
+PAGEMAP_SCAN = 0xC0606610            # _IOWR('f', 16, struct pm_scan_arg)
+PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1 << 3, 1 << 4, 1 << 5
+SCAN_REGIONS = 4096                  # struct page_region entries per ioctl
+
+
+class _PmScanArg(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+        "category_inverted", "category_mask", "category_anyof_mask", "return_mask")]
+
+
+def _pagemap_scan(fd, start, end):
+    """Yields (start, end, categories) for the regions of [start, end) that
+    are present or swapped, in order.  Raises OSError (ENOTTY, EINVAL) where
+    the kernel has no PAGEMAP_SCAN, before yielding anything."""
+    vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
+    arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), vec=ctypes.addressof(vec),
+                     vec_len=SCAN_REGIONS, category_anyof_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                     return_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO)
+    addr = start
+    while addr < end:
+        arg.start, arg.end, arg.walk_end = addr, end, 0
+        n = fcntl.ioctl(fd, PAGEMAP_SCAN, arg)
+        for k in range(n):
+            yield vec[3 * k], vec[3 * k + 1], vec[3 * k + 2]
+        if arg.walk_end <= addr:         # (cannot happen: the walk always advances)
+            break
+        addr = arg.walk_end
+
 
 def _zero_pfn():
     """The pfn of the shared zero page, as /proc/self/pagemap shows it
@@ -408,28 +445,59 @@ class PidSource(Source):
                     out.append((start, end))
         return out
 
-    def _plan(self, pid, areas, zero_pfn):
-        tables = _zero_tables(zero_pfn) if zero_pfn else None
-        zero_mapped = swapped = 0
+    def _add_extent(self, a, nbytes):
+        if self.extents and sum(self.extents[-1]) == a:
+            a0, n0 = self.extents.pop()
+            self.extents.append((a0, n0 + nbytes))
+        else:
+            self.extents.append((a, nbytes))
+
+    def _plan(self, pid, areas, zero_pfn, use_scan=True):
+        """The extents to load and the report's figures, from the pagemap:
+        with PAGEMAP_SCAN where the kernel has it (and use_scan), else by
+        decoding its entries.  Both give the same (tests/cli/test_estimate_pagemap.py)."""
         with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as pm:
-            for start, end in areas:
-                for base in range(start, end, PAGEMAP_BATCH * PAGE_SIZE):
-                    n = min(PAGEMAP_BATCH, (end - base) // PAGE_SIZE)
-                    entries = os.pread(pm.fileno(), n * 8, base // PAGE_SIZE * 8)
-                    load, zero, swap = _pagemap_masks(entries, tables)
-                    zero_mapped += zero.count(1)
-                    swapped += swap.count(1)
-                    for r in _RUN.finditer(load):
-                        a, nbytes = base + r.start() * PAGE_SIZE, (r.end() - r.start()) * PAGE_SIZE
-                        if self.extents and sum(self.extents[-1]) == a:
-                            a0, n0 = self.extents.pop()
-                            self.extents.append((a0, n0 + nbytes))
-                        else:
-                            self.extents.append((a, nbytes))
+            if use_scan:
+                try:
+                    zero_mapped, swapped = self._plan_scan(pm.fileno(), areas, zero_pfn)
+                except OSError as e:
+                    if e.errno not in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    self.extents = []
+                    use_scan = False
+            if not use_scan:
+                zero_mapped, swapped = self._plan_entries(pm, areas, zero_pfn)
         self.info = {"areas": len(areas),
                      "virtual_pages": sum(e - s for s, e in areas) // PAGE_SIZE,
                      "swapped_pages": swapped,
-                     "zero_page_mappings": zero_mapped if tables is not None else None}
+                     "zero_page_mappings": zero_mapped if zero_pfn else None}
+
+    def _plan_scan(self, fd, areas, zero_pfn):
+        zero_mapped = swapped = 0
+        for start, end in areas:
+            for a, b, cat in _pagemap_scan(fd, start, end):
+                if cat & PAGE_IS_PRESENT:
+                    if zero_pfn and cat & PAGE_IS_PFNZERO:
+                        zero_mapped += (b - a) // PAGE_SIZE
+                    else:
+                        self._add_extent(a, b - a)
+                elif cat & PAGE_IS_SWAPPED:
+                    swapped += (b - a) // PAGE_SIZE
+        return zero_mapped, swapped
+
+    def _plan_entries(self, pm, areas, zero_pfn):
+        tables = _zero_tables(zero_pfn) if zero_pfn else None
+        zero_mapped = swapped = 0
+        for start, end in areas:
+            for base in range(start, end, PAGEMAP_BATCH * PAGE_SIZE):
+                n = min(PAGEMAP_BATCH, (end - base) // PAGE_SIZE)
+                entries = os.pread(pm.fileno(), n * 8, base // PAGE_SIZE * 8)
+                load, zero, swap = _pagemap_masks(entries, tables)
+                zero_mapped += zero.count(1)
+                swapped += swap.count(1)
+                for r in _RUN.finditer(load):
+                    self._add_extent(base + r.start() * PAGE_SIZE, (r.end() - r.start()) * PAGE_SIZE)
+        return zero_mapped, swapped
 
     def chunks(self, offset, nbytes, chunk_bytes):
         size = min(chunk_bytes, max(n for _, n in self.extents))

@@ -11,6 +11,7 @@ with known memory.
   only read (the shared zero page) are left out.
 * Bad pids: one that does not exist, one we may not read, not a number.
 """
+import errno
 import glob
 import json
 import os
@@ -226,3 +227,61 @@ def test_zero_pfn_is_found_as_root():
         assert pfn is not None and pfn > 0
     else:
         assert pfn is None or pfn > 0
+
+
+@pytest.mark.parametrize("as_root_reads_pfns", [True, False])
+def test_pagemap_scan_and_entry_decoding_plan_the_same(as_root_reads_pfns):
+    """The two ways to plan a --pid source, PAGEMAP_SCAN's regions and the
+    decoded pagemap entries, give the same extents and figures on a child
+    with written pages, pages only read (zero page mappings) and holes.
+    Without a zero pfn (pfns hidden) both load the zero page mappings."""
+    zero_pfn = est._zero_pfn() if as_root_reads_pfns else None
+    if as_root_reads_pfns and zero_pfn is None:
+        pytest.skip("pfns are hidden here (not root)")
+    with children.python_child(REGION, untouched_pages=64) as child:
+        src = est.PidSource(child.pid, zero_pfn)
+        try:
+            areas = src._areas(child.pid)
+            plans = []
+            for use_scan in (True, False):
+                src.extents = []
+                src._plan(child.pid, areas, zero_pfn, use_scan=use_scan)
+                plans.append((list(src.extents), dict(src.info)))
+        finally:
+            src.close()
+    assert plans[0] == plans[1]
+    extents, info = plans[0]
+    assert sum(n for _, n in extents) // PAGE >= REGION_PAGES
+    if zero_pfn:
+        assert info["zero_page_mappings"] >= 64
+    else:
+        assert info["zero_page_mappings"] is None
+
+
+def test_a_huge_sparse_area_is_planned_by_regions(tmp_path):
+    """A process with 64 GiB of private anonymous address space and 4 MiB
+    of it written: PAGEMAP_SCAN returns the written regions only (an
+    entry-by-entry read would decode 16 Mi entries)."""
+    code = ("import mmap, os, sys\n"
+            "m = mmap.mmap(-1, 64 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)\n"
+            "for off in range(0, 4 << 20, 4096): m[off] = 7\n"
+            "print('ready', flush=True); sys.stdin.read()\n")
+    p = subprocess.Popen([children.sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, env=children.target_env())
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        with open(f"/proc/{p.pid}/pagemap", "rb", buffering=0) as pm:
+            try:
+                regions = list(est._pagemap_scan(pm.fileno(), 0, (1 << 47) - PAGE))
+            except OSError as e:
+                if e.errno not in (errno.ENOTTY, errno.EINVAL):
+                    raise
+                pytest.skip("no PAGEMAP_SCAN on this kernel (before 6.7)")
+        src = est.PidSource(p.pid)
+        src.close()
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert src.info["virtual_pages"] >= (64 << 30) // PAGE
+    assert src.pages >= (4 << 20) // PAGE
+    assert len(regions) < 10_000                    # regions, not pages
