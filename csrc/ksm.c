@@ -1154,6 +1154,15 @@ static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
  * left out.
  */
 #define PREWALK_PAGES 16
+
+/* The two pages a walk will compare where prefixes tie (none if tpfn is). */
+static inline void prefetch_pair(const ke_machine *m, uint32_t pfn, uint32_t tpfn)
+{
+    if (tpfn == PFN_NONE)
+        return;
+    prefetch_page(frame_mem(m, tpfn), 2);
+    prefetch_page(frame_mem(m, pfn), 2);
+}
 #define PREWALK_MAX_DEPTH 96 /* a red-black tree of 2^32 nodes is shallower */
 
 static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
@@ -1193,13 +1202,11 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
                 const struct ke_rmap_item *t = item_at(m, c);
                 if (t->prefix == upre[j]) {
                     /* the real walk compares the two pages here */
-                    uint32_t tpfn = item_pfn(m, c);
-                    if (tpfn != PFN_NONE) {
-                        prefetch_page(frame_mem(m, tpfn), 2);
-                        prefetch_page(frame_mem(m, pfn[j]), 2);
-                    }
+                    prefetch_pair(m, pfn[j], item_pfn(m, c));
+                    c = 0;
+                } else {
+                    c = t->link[upre[j] > t->prefix];
                 }
-                c = t->prefix == upre[j] ? 0 : t->link[upre[j] > t->prefix];
                 ucur[j] = c;
                 steps++;
                 if (c) {
@@ -1212,12 +1219,11 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
                 const struct ke_stable_node *sn = node_at(m, c);
                 if (sn->prefix == spre[j]) {
                     uint32_t d = sn->kind == SN_CHAIN ? sn->hlist : c;
-                    if (d) {
-                        prefetch_page(frame_mem(m, node_at(m, d)->kpfn), 2);
-                        prefetch_page(frame_mem(m, pfn[j]), 2);
-                    }
+                    prefetch_pair(m, pfn[j], d ? node_at(m, d)->kpfn : PFN_NONE);
+                    c = 0;
+                } else {
+                    c = sn->rb[spre[j] > sn->prefix];
                 }
-                c = sn->prefix == spre[j] ? 0 : sn->rb[spre[j] > sn->prefix];
                 scur[j] = c;
                 steps++;
                 if (c) {
