@@ -19,7 +19,9 @@ extra_info: pages, bytes; us per page = time / pages.
 import numpy as np
 import pytest
 
-from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, Machine, workloads
+from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, Machine
+
+from ksm_engine.apps import workloads
 from ksm_engine.settle import settle
 
 GROUP = "cow"

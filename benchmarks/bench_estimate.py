@@ -22,7 +22,7 @@ import mmap
 import numpy as np
 import pytest
 
-from ksm_engine import workloads
+from ksm_engine.apps import workloads
 from ksm_engine.settle import load_images
 
 GROUP = "estimate"
@@ -55,7 +55,7 @@ def _check_loaded(m, procs, path):
 
 @pytest.mark.benchmark(group=GROUP)
 def test_estimate_ingest(benchmark, image):
-    estimate = pytest.importorskip("ksm_engine.estimate")
+    estimate = pytest.importorskip("ksm_engine.apps.estimate")
     kept = {}
 
     def ingest():

@@ -20,7 +20,9 @@ time per full memcmp can be read off the JSON.
 import numpy as np
 import pytest
 
-from ksm_engine import PAGE_SIZE, workloads
+from ksm_engine import PAGE_SIZE
+
+from ksm_engine.apps import workloads
 
 GROUP = "memcmp"
 NPAIRS = 16384

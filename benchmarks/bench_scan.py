@@ -1,5 +1,5 @@
 """Scan benchmarks: one full scan (group "scan") and settling (group
-"settle") on every workload of ksm_engine/workloads.py at SIZE bytes.
+"settle") on every workload of ksm_engine/apps/workloads.py at SIZE bytes.
 
   first_full_scan[W]   the first full scan after loading workload W: every
                        page gets its rmap_item and is hashed
@@ -13,7 +13,7 @@ Loading is untimed (pedantic setup).  extra_info: pages, full_scans.
 """
 import pytest
 
-from ksm_engine import workloads
+from ksm_engine.apps import workloads
 from ksm_engine.settle import settle
 
 SIZE = 128 << 20

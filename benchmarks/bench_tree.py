@@ -18,7 +18,9 @@ one full scan:
 import numpy as np
 import pytest
 
-from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, Machine, workloads
+from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, Machine
+
+from ksm_engine.apps import workloads
 
 GROUP = "tree"
 N = 32768  # pages per process: 2 x 128 MiB

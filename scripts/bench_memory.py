@@ -5,7 +5,7 @@ Target (issue 6): at most 48 bytes per tracked page (the kernel's
 rmap_item alone is 64), measured from the process's resident memory beyond
 the arena on at least one million pages.
 
-Method, per workload (ksm_engine/workloads.py), each in a fresh child
+Method, per workload (ksm_engine/apps/workloads.py), each in a fresh child
 process so that one run's freed memory cannot hide in the next one's:
   1. build the workload's description (page seeds: the generator's, not the
      engine's memory) and read the process's RSS (smaps_rollup): `before`;
@@ -54,7 +54,7 @@ TARGET = 48
 
 def measure(name, pages, seed):
     """Runs in the child: one workload, returns the figures as a dict."""
-    from ksm_engine import workloads
+    from ksm_engine.apps import workloads
     from ksm_engine.settle import settle
 
     wl = workloads.make(name, pages * workloads.PAGE_SIZE, seed=seed)

@@ -98,7 +98,7 @@ def _first_touch(nbytes):
 
 def measure(name, pages, seed):
     """In the child: load and settle one workload; returns the figures."""
-    from ksm_engine import workloads
+    from ksm_engine.apps import workloads
     from ksm_engine.settle import settle
 
     wl = workloads.make(name, pages * workloads.PAGE_SIZE, seed=seed)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The engine and the real kernel's KSM side by side on the workload set.
 
-For every size and workload (ksm_engine/workloads.py) the images are
+For every size and workload (ksm_engine/apps/workloads.py) the images are
 written to a temporary directory once; then, for each repetition, both run
 on the same files under the same convergence rule (settle.py):
 
@@ -37,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.machine_info import machine_info, median, results_path  # noqa: E402
-from ksm_engine import kernel_peer, workloads  # noqa: E402
+from ksm_engine.apps import kernel_peer, workloads  # noqa: E402
 from ksm_engine.units import parse_size  # noqa: E402
 
 COMPARED = ("pages_shared", "pages_sharing", "stable_node_chains", "stable_node_dups",

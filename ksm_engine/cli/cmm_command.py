@@ -1,6 +1,6 @@
 """`ksm-engine cmm SCENARIO.json [--json]`: run a CMM balloon scenario.
 
-The scenario is loaded and run by cmm.scenario (the driver on a simulated
+The scenario is loaded and run by ksm_engine.apps.cmm_scenario (the driver on a simulated
 clock); this module only turns arguments into a run and the run into text or
 JSON.  Bad input (missing file, not JSON, unknown step, wrong types, missing
 fields) is a CliError with exit code 2 naming the step; a driver that fails
@@ -53,7 +53,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from cmm.scenario import ScenarioError, errno_name, load_scenario, run_scenario
+    from ksm_engine.apps.cmm_scenario import ScenarioError, errno_name, load_scenario, run_scenario
 
     try:
         scn = load_scenario(args.scenario)

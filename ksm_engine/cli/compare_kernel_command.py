@@ -1,7 +1,7 @@
 """`ksm-engine compare-kernel IMAGE...`: the same images through the real
 kernel's KSM and through the engine, side by side.
 
-The kernel run is ksm_engine.kernel_peer.run_kernel (exclusive lock, every
+The kernel run is ksm_engine.apps.kernel_peer.run_kernel (exclusive lock, every
 knob saved and restored, run=2 written last; one child process per image);
 the engine run is settle.load_images + settle.settle.  Both stop on the same
 convergence rule.  The images and knobs are checked on the engine first, so
@@ -10,7 +10,7 @@ without a usable KSM is a runtime failure (exit 1).
 """
 import errno
 
-from .. import kernel_peer
+from ..apps import kernel_peer
 from ..images import ImageError
 from ..settle import DEFAULT_MAX_FULL_SCANS, load_images, settle
 from . import render

@@ -1,16 +1,16 @@
 """`ksm-engine demo`: KSM merging VM-like guests, then the CMM balloon
 loaning the memory KSM freed back to the hypervisor.
 
-The engine side is ksm_engine.demo (the workload, the simulated clock, the
+The engine side is ksm_engine.apps.demo (the workload, the simulated clock, the
 run); this module turns arguments into a DemoConfig and the DemoResult into
-tables, JSON (--json) or a picture (--plot, ksm_engine.plot).  Progress
+tables, JSON (--json) or a picture (--plot, ksm_engine.apps.plot).  Progress
 goes to stderr, on a terminal only.
 """
 import dataclasses
 import os
 
-from .. import plot as _plot
-from ..demo import DemoConfig, KnobError, run_demo
+from ..apps import plot as _plot
+from ..apps.demo import DemoConfig, KnobError, run_demo
 from ..machine import PAGE_SIZE
 from ..units import format_size
 from . import render

@@ -1,14 +1,14 @@
 """`ksm-engine estimate`: what KSM would save on real memory, and how fast.
 
-The engine side is ksm_engine.estimate (sources, loading, the two KSM runs,
+The engine side is ksm_engine.apps.estimate (sources, loading, the two KSM runs,
 the time model); this module turns arguments into sources and the result
 into a table or JSON.  The sources keep the order they were given in
 (--pid, --core and --image may be mixed), one process each.
 """
 import argparse
 
-from ..demo import KnobError
-from ..estimate import EstimateError, estimate, open_sources
+from ..apps.demo import KnobError
+from ..apps.estimate import EstimateError, estimate, open_sources
 from ..machine import PAGE_SIZE
 from ..units import format_size
 from . import render

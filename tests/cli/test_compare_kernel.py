@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ksm_engine import kernel_peer
+from ksm_engine.apps import kernel_peer
 
 from .conftest import PAGE, assert_usage_error, run_cli
 
@@ -24,7 +24,7 @@ WANT = {"pages_shared": 8, "pages_sharing": 14 + 6 + 6, "ksm_zero_pages": 0,
 
 # Points the kernel peer at a directory that does not exist, as on a kernel
 # without CONFIG_KSM.
-NO_KSM = "import ksm_engine.kernel_peer as kp\nkp.KSM_DIR = '/nonexistent/sys/kernel/mm/ksm'\n"
+NO_KSM = "import ksm_engine.apps.kernel_peer as kp\nkp.KSM_DIR = '/nonexistent/sys/kernel/mm/ksm'\n"
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from ksm_engine import estimate as est
+from ksm_engine.apps import estimate as est
 
 from .conftest import PAGE, assert_usage_error, run_cli
 from .engine_check import assert_run_matches, engine_truth

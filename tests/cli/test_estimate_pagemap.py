@@ -2,7 +2,7 @@
 which pages are loaded, which map the shared zero page, which are swapped."""
 import struct
 
-from ksm_engine import estimate as est
+from ksm_engine.apps import estimate as est
 
 PRESENT, SWAPPED, SOFT_DIRTY, EXCLUSIVE = 1 << 63, 1 << 62, 1 << 55, 1 << 56
 ZERO_PFN = 0x1A2B3C

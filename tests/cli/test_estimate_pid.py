@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from ksm_engine import estimate as est
+from ksm_engine.apps import estimate as est
 
 from . import children
 from .conftest import PAGE, ROOT, assert_usage_error, run_cli
@@ -197,7 +197,7 @@ def test_estimating_itself_is_refused():
 AS_NOBODY = """
 import ctypes, locale, os
 import elftools.elf.elffile
-import ksm_engine.cli.estimate_command, ksm_engine.estimate
+import ksm_engine.cli.estimate_command, ksm_engine.apps.estimate
 from ksm_engine.cli.main import build_parser
 build_parser().parse_args(["estimate", "--pid", "1"])
 os.setgroups([])

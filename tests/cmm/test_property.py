@@ -5,7 +5,7 @@ the machine below min_mem_mb."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmm.scenario import parse_scenario, run_scenario
+from ksm_engine.apps.cmm_scenario import parse_scenario, run_scenario
 
 from .conftest import check_counts, check_invariants
 

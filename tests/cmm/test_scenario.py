@@ -1,9 +1,9 @@
-"""Scenario validation and running (cmm.scenario), no CLI."""
+"""Scenario validation and running (ksm_engine.apps.cmm_scenario), no CLI."""
 import json
 
 import pytest
 
-from cmm.scenario import ScenarioError, load_scenario, loads_scenario, parse_scenario, run_scenario
+from ksm_engine.apps.cmm_scenario import ScenarioError, load_scenario, loads_scenario, parse_scenario, run_scenario
 
 from .conftest import check_invariants
 

@@ -2,7 +2,7 @@
 /sys/kernel/mm/ksm is missing or not writable (not root)."""
 import pytest
 
-from ksm_engine import kernel_peer
+from ksm_engine.apps import kernel_peer
 
 _OK, _WHY = kernel_peer.availability()
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ksm_engine import kernel_peer
+from ksm_engine.apps import kernel_peer
 from ksm_engine.settle import load_images, settle
 
 from .workloads import WORKLOADS

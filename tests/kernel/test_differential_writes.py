@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from ksm_engine import kernel_peer
+from ksm_engine.apps import kernel_peer
 from ksm_engine.settle import load_images, settle
 
 P = 4096

@@ -4,7 +4,9 @@ import errno
 
 import pytest
 
-from ksm_engine import Machine, kernel_peer
+from ksm_engine import Machine
+
+from ksm_engine.apps import kernel_peer
 
 CASES = {
     "pages_to_scan": ["100", "+100", "-1", " 100", "100 ", "100\n", "100\n\n", "0x10",

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from ksm_engine import kernel_peer
+from ksm_engine.apps import kernel_peer
 
 CHILD = r"""
 import time
-from ksm_engine import kernel_peer
+from ksm_engine.apps import kernel_peer
 with kernel_peer.kernel_ksm():
     kernel_peer.write_knob("pages_to_scan", "4321")
     kernel_peer.write_knob("sleep_millisecs", "7")

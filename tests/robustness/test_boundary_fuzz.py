@@ -43,7 +43,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cmm import CmmDriver, Hypervisor, SimClock
-from cmm.scenario import ScenarioError, loads_scenario, run_scenario
+from ksm_engine.apps.cmm_scenario import ScenarioError, loads_scenario, run_scenario
 from ksm_engine import (MADV_MERGEABLE, MADV_UNMERGEABLE, PAGE_SIZE, PR_GET_MEMORY_MERGE,
                         PR_SET_MEMORY_MERGE, Machine, ProcessExited)
 from ksm_engine.cli.main import main as cli_main
@@ -631,7 +631,7 @@ def test_cli_bad_input_as_a_user_runs_it(cli_files, args):
     assert_usage_error(run_cli(*(a.format(**cli_files) for a in args)))
 
 
-# Scenario files that once broke the loader (cmm/scenario.py): each case showed a bug.
+# Scenario files that once broke the loader (ksm_engine/apps/cmm_scenario.py): each case showed a bug.
 ONCE_BAD = [
     pytest.param("nested", "[" * 100000, id="deeply-nested-json-RecursionError"),
     pytest.param("digits", '{"steps": [{"hv_target_kb": 1' + "0" * 5000 + "}]}",

@@ -33,7 +33,7 @@ import pytest
 from cmm import CmmDriver, Hypervisor, SimClock
 from cmm.cint import kstrtoul, kstrtouint, simple_strtoul, to_s32
 from cmm.params import PARAMS
-from cmm.scenario import parse_scenario, run_scenario
+from ksm_engine.apps.cmm_scenario import parse_scenario, run_scenario
 from ksm_engine import Machine
 from tests.cli.children import target_env
 

@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..machine import Machine
+from ..process import MADV_MERGEABLE
+
 PAGE_SIZE = 4096
 WORDS = PAGE_SIZE // 8
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -132,9 +135,6 @@ class Workload:
         area holding its pages (written, then madvised, as
         settle.load_images does) and the knobs written.  Returns
         (machine, processes)."""
-        from .machine import Machine
-        from .process import MADV_MERGEABLE
-
         m = Machine(ram=self.total_bytes + extra_ram, ksm_compat=compat)
         for name, value in self.knobs.items():
             m.ksm.sysfs[name] = value

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from .settle import CONVERGENCE_COUNTERS, DEFAULT_MAX_FULL_SCANS, SettleResult, settled
+from ..settle import CONVERGENCE_COUNTERS, DEFAULT_MAX_FULL_SCANS, SettleResult, settled
 
 KSM_DIR = "/sys/kernel/mm/ksm"
 LOCK_PATH = "/tmp/ksm-engine-kernel-ksm.lock"

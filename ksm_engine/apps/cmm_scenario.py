@@ -63,11 +63,12 @@ import math
 import os
 import stat
 
-from .clock import SimClock
-from .driver import PAGE_SIZE, PAGES2KB, CmmDriver
-from .hypervisor import H_HARDWARE, Hypervisor
-from .notifier import MEM_ACTIONS, REBOOT_ACTIONS
-from .params import PARAMS
+from ..machine import Machine
+from cmm.clock import SimClock
+from cmm.driver import PAGE_SIZE, PAGES2KB, CmmDriver
+from cmm.hypervisor import H_HARDWARE, Hypervisor
+from cmm.notifier import MEM_ACTIONS, REBOOT_ACTIONS
+from cmm.params import PARAMS
 
 MAX_ADVANCE_S = 100_000          # seconds one advance_s step may move the clock
 MAX_SCENARIO_BYTES = 16 << 20    # the largest scenario file read
@@ -373,7 +374,6 @@ def state(run):
 
 def make_machine(ram_bytes, nr_zones=1):
     """A ksm_engine Machine of ``ram_bytes``."""
-    from ksm_engine import Machine
     if nr_zones != 1:
         return Machine(ram=ram_bytes, nr_zones=nr_zones)
     return Machine(ram=ram_bytes)

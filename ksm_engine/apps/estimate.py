@@ -54,10 +54,10 @@ import re
 from dataclasses import dataclass, field
 
 from .demo import KnobError, apply_knobs, check_fits
-from .images import ImageError, open_image
-from .machine import PAGE_SIZE, Machine
-from .process import MADV_MERGEABLE
-from .settle import DEFAULT_MAX_FULL_SCANS, settle
+from ..images import ImageError, open_image
+from ..machine import PAGE_SIZE, Machine
+from ..process import MADV_MERGEABLE
+from ..settle import DEFAULT_MAX_FULL_SCANS, settle
 
 CHUNK_BYTES = 64 << 20        # bytes streamed per write into the machine
 PAGEMAP_BATCH = 1 << 16       # pagemap entries read at once (512 KiB)

@@ -7,7 +7,7 @@ check_output_path() before any work starts, so a missing matplotlib or an
 unwritable destination is reported at once, not after the run.
 
 A history is a list of dicts, one per full scan (``full_scan`` 0 is the
-state before the first scan), as ksm_engine.demo records it:
+state before the first scan), as ksm_engine.apps.demo records it:
 pages_shared, pages_sharing, pages_unshared, pages_volatile and
 balloon_loaned_pages are drawn against full_scan.
 """

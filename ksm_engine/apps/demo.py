@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 
 from cmm import CmmDriver, Hypervisor, SimClock
 
-from .machine import PAGE_SIZE, Machine
-from .process import MADV_MERGEABLE
-from .settle import CONVERGENCE_COUNTERS, settled
+from ..machine import PAGE_SIZE, Machine
+from ..process import MADV_MERGEABLE
+from ..settle import CONVERGENCE_COUNTERS, settled
 
 IMAGE_FRACTION = 0.45     # pages of the common OS image, same in every guest
 ZERO_FRACTION = 0.20      # zero-filled pages
