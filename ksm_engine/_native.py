@@ -7,6 +7,10 @@ from ._core import ffi, lib  # noqa: F401  (re-exported)
 
 from .errors import SegmentationFault
 
+# The page size of the arena, from the one header (csrc/ksm_engine.h): every
+# other module takes it from here (ksm_engine.PAGE_SIZE).
+PAGE_SIZE = lib.KE_PAGE_SIZE
+
 
 def check(rc, what=""):
     """Raises the OSError for a core result ``rc`` (0 or -errno); returns rc.
