@@ -51,8 +51,10 @@ import logging
 import os
 import threading
 
+from ksm_engine.kstrtox import simple_strtoul
+
 from . import balloon as bal
-from .cint import div_s64, to_s64, to_u32, to_u64
+from .cint import div_s64, to_s32, to_s64, to_u32, to_u64
 from .clock import RealClock
 from .hypervisor import (H_PAGE_INIT, H_PAGE_SET_ACTIVE, H_PAGE_SET_LOANED,
                          H_SUCCESS, h_get_mpp)
@@ -606,7 +608,6 @@ class CmmDriver:
         only 0 and 1 are accepted.  1 stops the thread and frees every
         loaned page; 0 starts the thread again."""
         if val is not None:
-            from .cint import simple_strtoul, to_s32
             disable = to_s32(simple_strtoul(val, 10))
         else:
             disable = _value

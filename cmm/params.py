@@ -26,7 +26,7 @@ must fit the type).
 import errno
 import os
 
-from .cint import UINT_MAX, ULONG_MAX, kstrtobool, kstrtoul, kstrtouint
+from ksm_engine.kstrtox import UINT_MAX, ULONG_MAX, kstrtobool, kstrtoul, kstrtouint
 
 
 class ParamSpec:

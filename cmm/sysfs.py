@@ -36,7 +36,9 @@ Each step can be made to fail through the driver's init_faults.
 import errno
 import os
 
-from .cint import kstrtoul, simple_strtoul, to_u64
+from ksm_engine.kstrtox import kstrtoul, simple_strtoul
+
+from .cint import to_u64
 
 PAGE_SHIFT = 12
 

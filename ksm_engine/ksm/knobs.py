@@ -31,7 +31,7 @@ KNOBS_6X = {
     "advisor_target_scan_time": (200, "ulong_einval"),
 }
 
-KNOBS_2009 = {  # the seed's stores: strict_strtoul (sysfs.py)
+KNOBS_2009 = {  # the 2009 patch's stores: strict_strtoul (sysfs.py)
     "pages_to_scan": (100, "strict_uint"),
     "sleep_millisecs": (20, "strict_uint"),
     "run": (0, "strict_uint"),

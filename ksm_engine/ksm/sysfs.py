@@ -2,9 +2,9 @@
 
 Reads return the file's text, newline included ("100\\n").  Writes take the
 text a shell would write (a str, or bytes; an int is accepted as its decimal
-text) and parse it the way the kernel's store function does, with the same
-kstrto* rules (a leading '+', one trailing newline, nothing else; overflow
-is ERANGE where the kernel passes kstrtoint/kstrtoul's error through and
+text) and parse it the way the kernel's store function does, with the
+kernel's own parsers (ksm_engine.kstrtox: a leading '+', one trailing
+newline, nothing else; overflow is ERANGE where the kernel passes kstrtoint/kstrtoul's error through and
 EINVAL where it maps every error to EINVAL; the text ends at a NUL, as the
 C string the store function reads does).  A rejected write raises
 OSError with the kernel's errno and changes nothing.  An empty write is a
@@ -15,107 +15,67 @@ Permissions: the kernel's files are root-owned, the knobs 0644 and the
 counters 0444.  ``sysfs[name] = value`` writes as root; ``sysfs.write(name,
 value, admin=False)`` writes as the caller it names, and an unprivileged
 caller cannot open a knob for writing: PermissionError(EACCES), checked
-before the text is looked at.  Anyone may read.  Checked against the real kernel in
-tests/kernel/test_knob_parsing.py.  The 2009 interface parses as the seed
-did, with strict_strtoul (no '+', overflow wraps, every error EINVAL).
+before the text is looked at.  Anyone may read.  Checked against the real
+kernel in tests/kernel/test_knob_parsing.py.  The 2009 interface parses as
+the 2009 KSM patch did, with strict_strtoul (no '+', overflow wraps, every
+error EINVAL).
+
+apply_knobs() writes a set of knobs and names the one refused (KnobError):
+the one way the applications and the CLI write the knobs a user gave.
 """
 import errno
+import os
 from collections.abc import Mapping
 
-UINT_MAX = (1 << 32) - 1
-INT_MAX = (1 << 31) - 1
-ULONG_MAX = (1 << 64) - 1
+from ..kstrtox import kstrtobool, kstrtoint, kstrtoul, kstrtouint, strict_strtoul, UINT_MAX
 
 
 class KnobError(OSError):
-    pass
+    """A knob write the KSM of a machine refused, naming the knob: the
+    kernel's errno (ENOENT for an unknown name, EACCES for a read-only
+    counter, else the store function's) and a one-line message that says
+    which knob, which value and why (str(e) is that message)."""
+
+    def __init__(self, code, message, knob=None):
+        super().__init__(code, message)
+        self.knob = knob
+
+    def __str__(self):
+        return self.strerror
+
+
+def apply_knobs(machine, knobs):
+    """Writes knobs (name -> text) to machine.ksm.sysfs, as root, in order.
+    Raises KnobError naming the knob, with the kernel's errno, on the first
+    one refused; the knobs written before it stay written."""
+    for name, value in (knobs or {}).items():
+        try:
+            machine.ksm.sysfs[name] = value
+        except FileNotFoundError:
+            known = ", ".join(machine.ksm.knob_names())
+            raise KnobError(errno.ENOENT, f"unknown knob {name!r} (knobs: {known})", name) from None
+        except OSError as e:
+            code = errno.errorcode.get(e.errno, str(e.errno))
+            raise KnobError(e.errno, f"{name}={value!r}: {e.strerror} ({code})", name) from None
 
 
 def _einval(msg):
-    return KnobError(errno.EINVAL, msg)
+    return OSError(errno.EINVAL, msg)
 
 
-def _parse_ull(text):
-    """lib/kstrtox.c _kstrtoull(base 10): returns int, or raises EINVAL/ERANGE."""
-    s = text
-    if s.startswith("+"):
-        s = s[1:]
-    digits = 0
-    while digits < len(s) and "0" <= s[digits] <= "9":
-        digits += 1
-    if digits == 0:
-        raise _einval("not a number")
-    value = int(s[:digits])
-    if value > ULONG_MAX:
-        raise KnobError(errno.ERANGE, "number out of range")
-    rest = s[digits:]
-    if rest.startswith("\n"):
-        rest = rest[1:]
-    if rest:
-        raise _einval("trailing characters")
-    return value
+def _base10(parse):
+    """The store functions of mm/ksm.c parse in base 10."""
+    def parse_base10(text):
+        return parse(text, 10)
+    return parse_base10
 
 
-def kstrtoull(text):
-    return _parse_ull(text)
-
-
-def kstrtouint(text):
-    v = _parse_ull(text)
-    if v > UINT_MAX:
-        raise KnobError(errno.ERANGE, "number out of range")
-    return v
-
-
-def kstrtoint(text):
-    if text.startswith("-"):
-        v = _parse_ull(text[1:])
-        if v > INT_MAX + 1:
-            raise KnobError(errno.ERANGE, "number out of range")
-        return -v
-    v = _parse_ull(text)
-    if v > INT_MAX:
-        raise KnobError(errno.ERANGE, "number out of range")
-    return v
-
-
-def kstrtobool(text):
-    """lib/kstrtox.c kstrtobool: looks at the first one or two characters."""
-    c0 = text[:1]
-    if c0 in ("y", "Y", "t", "T", "1"):
-        return True
-    if c0 in ("n", "N", "f", "F", "0"):
-        return False
-    if c0 in ("o", "O"):
-        c1 = text[1:2]
-        if c1 in ("n", "N"):
-            return True
-        if c1 in ("f", "F"):
-            return False
-    raise _einval("not a boolean")
-
-
-def strict_strtoul(text):
-    """The 2009 kernel's lib/vsprintf.c strict_strtoul(base 10), which the
-    seed's store functions use: simple_strtoul's digits (no sign; an
-    overflow wraps modulo 2^64), then nothing or one newline; every error
-    is EINVAL."""
-    digits = 0
-    while digits < len(text) and "0" <= text[digits] <= "9":
-        digits += 1
-    if digits == 0:
-        raise _einval("not a number")
-    if text[digits:] not in ("", "\n"):
-        raise _einval("trailing characters")
-    return int(text[:digits]) & ULONG_MAX
-
-
-def strict_strtoul_uint(text):
-    """The seed's sleep_millisecs, pages_to_scan and run stores:
+def _strict_uint(text):
+    """The 2009 sleep_millisecs, pages_to_scan and run stores:
     strict_strtoul, and more than UINT_MAX is EINVAL."""
-    v = strict_strtoul(text)
+    v = strict_strtoul(text, 10)
     if v > UINT_MAX:
-        raise _einval("number out of range")
+        raise _einval(os.strerror(errno.EINVAL))
     return v
 
 
@@ -124,8 +84,8 @@ def _as_einval(parse):
     def parse_einval(text):
         try:
             return parse(text)
-        except KnobError as e:
-            raise _einval(e.strerror) from None
+        except OSError:
+            raise _einval(os.strerror(errno.EINVAL)) from None
     return parse_einval
 
 
@@ -209,12 +169,13 @@ class KsmSysfs(Mapping):
         return isinstance(name, str) and name in self._table()
 
 
+# The parser of each kind of store function (knobs.py names one per knob).
 PARSERS = {
-    "uint_einval": _as_einval(kstrtouint),
-    "ulong_einval": _as_einval(kstrtoull),
-    "int": kstrtoint,
-    "ulong": kstrtoull,
+    "uint_einval": _as_einval(_base10(kstrtouint)),
+    "ulong_einval": _as_einval(_base10(kstrtoul)),
+    "int": _base10(kstrtoint),
+    "ulong": _base10(kstrtoul),
     "bool_einval": _as_einval(kstrtobool),
-    "strict_uint": strict_strtoul_uint,
-    "strict_ulong": strict_strtoul,
+    "strict_uint": _strict_uint,
+    "strict_ulong": _base10(strict_strtoul),
 }

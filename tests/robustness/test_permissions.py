@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import pytest
 
 from cmm import CmmDriver, Hypervisor, SimClock
-from cmm.cint import kstrtoul, kstrtouint, simple_strtoul, to_s32
+from cmm.cint import to_s32
+from ksm_engine.kstrtox import kstrtoul, kstrtouint, simple_strtoul
 from cmm.params import PARAMS
 from ksm_engine.apps.cmm_scenario import parse_scenario, run_scenario
 from ksm_engine import Machine
