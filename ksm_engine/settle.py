@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from .images import open_image
+from .ksm.sysfs import apply_knobs
 from .machine import PAGE_SIZE, Machine
 from .process import MADV_MERGEABLE
 
@@ -39,11 +40,21 @@ def settled(history, min_scans=MIN_FULL_SCANS, held=HELD_SCANS):
         history[-1] == h for h in history[-1 - held:-1])
 
 
+def record_full_scan(history, counters, names=CONVERGENCE_COUNTERS, progress=None):
+    """After a full scan: appends its convergence counters (``names`` of
+    ``counters``) to history, calls progress(full scans, counters) if
+    given, and returns whether KSM has now settled."""
+    history.append(tuple(counters[n] for n in names))
+    if progress:
+        progress(len(history), counters)
+    return settled(history)
+
+
 def load_images(paths, *, knobs=None, compat=None, extra_ram=16 << 20):
     """A Machine with one process per image file, in order, each with one
     MERGEABLE area holding the image's bytes; knobs (name -> text) are
-    written to its sysfs first (OSError with the kernel's errno if one is
-    rejected).  Returns (machine, processes).  Images are mapped, not read,
+    written to its sysfs first (KnobError, an OSError with the kernel's
+    errno, naming the first one rejected).  Returns (machine, processes).  Images are mapped, not read,
     so each is held once, in the machine."""
     buffers = []
     try:
@@ -62,8 +73,7 @@ def load_buffers(buffers, *, knobs=None, compat=None, extra_ram=16 << 20):
         if s <= 0 or s % PAGE_SIZE:
             raise ValueError(f"an image must be a positive multiple of {PAGE_SIZE} bytes, got {s}")
     m = Machine(ram=sum(sizes) + extra_ram, ksm_compat=compat)
-    for name, value in (knobs or {}).items():
-        m.ksm.sysfs[name] = value
+    apply_knobs(m, knobs)
     procs = []
     for i, b in enumerate(buffers):
         p = m.spawn(name=f"image{i}")
@@ -87,11 +97,7 @@ def settle(machine, *, max_full_scans=DEFAULT_MAX_FULL_SCANS, progress=None):
         t0 = time.perf_counter()
         ksm.full_scan(1)
         elapsed += time.perf_counter() - t0
-        stats = ksm.stats
-        history.append(tuple(stats[n] for n in names))
-        if progress:
-            progress(len(history), stats)
-        if settled(history):
+        if record_full_scan(history, ksm.stats, names, progress):
             done = True
             break
         if not ksm.scanner.slots:

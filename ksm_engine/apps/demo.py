@@ -34,16 +34,17 @@ balloon has caught up.
 
 run_demo() returns a DemoResult of plain data (ints, strs, lists, dicts)
 for the CLI to render; nothing here prints.  Also here, and shared with
-estimate.py: apply_knobs() (knob writes with errors naming the knob) and
-check_fits() (refusing machines the host has not the memory for).
+estimate.py: check_fits() (refusing machines the host has not the memory
+for).  Knobs are written with the core's apply_knobs (ksm/sysfs.py), whose
+KnobError names the knob refused; both are importable from here.
 """
-import errno
 import random
 import time
 from dataclasses import dataclass, field
 
 from cmm import CmmDriver, Hypervisor, SimClock
 
+from ..ksm.sysfs import KnobError, apply_knobs  # noqa: F401  (KnobError re-exported)
 from ..machine import PAGE_SIZE, Machine
 from ..process import MADV_MERGEABLE
 from ..settle import CONVERGENCE_COUNTERS, settled
@@ -79,29 +80,6 @@ def check_fits(nbytes, what):
     if avail is not None and nbytes > avail:
         raise MemoryError(f"{what} needs {nbytes >> 20} MiB but this host has only "
                           f"{avail >> 20} MiB available")
-
-
-class KnobError(ValueError):
-    """A knob the KSM of a machine refused: unknown name or bad value."""
-
-    def __init__(self, message, errno_=errno.EINVAL):
-        super().__init__(message)
-        self.errno = errno_
-
-
-def apply_knobs(machine, knobs):
-    """Writes knobs (name -> text) to machine.ksm.sysfs in order.  Raises
-    KnobError naming the knob, with the kernel's errno, on the first one
-    refused (unknown knob: ENOENT; read-only counter: EACCES)."""
-    for name, value in (knobs or {}).items():
-        try:
-            machine.ksm.sysfs[name] = value
-        except FileNotFoundError:
-            known = ", ".join(machine.ksm.knob_names())
-            raise KnobError(f"unknown knob {name!r} (knobs: {known})", errno.ENOENT) from None
-        except OSError as e:
-            code = errno.errorcode.get(e.errno, str(e.errno))
-            raise KnobError(f"{name}={value!r}: {e.strerror} ({code})", e.errno) from None
 
 
 @dataclass

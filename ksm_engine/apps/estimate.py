@@ -656,7 +656,7 @@ def estimate(sources, *, knobs=None, pages_to_scan=100, sleep_millisecs=20,
     knobs = dict(knobs or {})
     for name in knobs:
         if name in RESERVED_KNOBS:
-            raise KnobError(f"{name}: the estimate sets {name} itself", errno.EINVAL)
+            raise KnobError(errno.EINVAL, f"{name}: the estimate sets {name} itself", name)
     if pages_to_scan < 1 or sleep_millisecs < 0:
         raise ValueError("pages_to_scan must be >= 1 and sleep_millisecs >= 0")
     say = progress or (lambda text: None)

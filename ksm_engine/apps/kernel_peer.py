@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from ..settle import CONVERGENCE_COUNTERS, DEFAULT_MAX_FULL_SCANS, SettleResult, settled
+from ..settle import CONVERGENCE_COUNTERS, DEFAULT_MAX_FULL_SCANS, SettleResult, record_full_scan
 
 KSM_DIR = "/sys/kernel/mm/ksm"
 LOCK_PATH = "/tmp/ksm-engine-kernel-ksm.lock"
@@ -271,10 +271,7 @@ def run_kernel(paths, knobs=None, *, max_full_scans=DEFAULT_MAX_FULL_SCANS, time
                     t_end = time.perf_counter()
                     c = read_counters()
                     seen = scans
-                    history.append(tuple(c[n] for n in CONVERGENCE_COUNTERS))
-                    if progress:
-                        progress(len(history), c)
-                    if settled(history):
+                    if record_full_scan(history, c, progress=progress):
                         done = True
                         break
             counters = c

@@ -9,7 +9,7 @@ to load (e.g. EOPNOTSUPP without CMO) exits 1.
 import json
 import sys
 
-from .errors import EXIT_FAILURE, EXIT_USAGE, CliError
+from .errors import EXIT_USAGE, CliError, os_error
 
 NAME = "cmm"
 HELP = "run a CMM (pSeries balloon) scenario on a simulated clock"
@@ -53,7 +53,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ksm_engine.apps.cmm_scenario import ScenarioError, errno_name, load_scenario, run_scenario
+    from ksm_engine.apps.cmm_scenario import ScenarioError, load_scenario, run_scenario
 
     try:
         scn = load_scenario(args.scenario)
@@ -62,8 +62,7 @@ def run(args):
     try:
         result = run_scenario(scn)
     except OSError as e:
-        raise CliError(f"cmm: driver failed to load: {errno_name(e)}"
-                       f" ({e.strerror or e})", EXIT_FAILURE) from None
+        raise os_error(e, "cmm: driver failed to load") from None
     steps = result.steps
     if args.json:
         render_json(steps, sys.stdout)

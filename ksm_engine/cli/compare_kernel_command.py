@@ -8,14 +8,11 @@ convergence rule.  The images and knobs are checked on the engine first, so
 bad input is reported (exit 2) before the kernel is touched; a kernel
 without a usable KSM is a runtime failure (exit 1).
 """
-import errno
-
 from ..apps import kernel_peer
-from ..images import ImageError
-from ..settle import DEFAULT_MAX_FULL_SCANS, load_images, settle
+from ..settle import DEFAULT_MAX_FULL_SCANS, settle
 from . import render
-from .errors import EXIT_FAILURE, CliError
-from .options import knob_assignments
+from .errors import EXIT_FAILURE, CliError, os_error
+from .options import load_image_args, settle_arguments
 
 NAME = "compare-kernel"
 HELP = "run images through the real kernel KSM and the engine, side by side"
@@ -53,9 +50,6 @@ COMPARED = ("pages_shared", "pages_sharing", "stable_node_chains", "stable_node_
 # machine, not only the images' children.
 SHOWN = ("pages_unshared", "pages_volatile", "general_profit", "full_scans")
 
-_RESERVED = {"run", "pages_to_scan", "sleep_millisecs"}
-
-
 def add_arguments(p):
     p.add_argument("images", nargs="+", metavar="IMAGE", help="raw memory image (size a multiple of 4096)")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
@@ -65,27 +59,9 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _engine_machine(args, knobs):
-    """The engine's machine with the images loaded: checks images and knobs."""
-    try:
-        return load_images(args.images, knobs=knobs)
-    except ImageError as e:
-        raise CliError(str(e)) from None
-    except FileNotFoundError as e:
-        raise CliError(f"--set: unknown knob: {e.strerror}") from None
-    except OSError as e:
-        code = errno.errorcode.get(e.errno, e.errno)
-        raise CliError(f"--set: {e.strerror} ({code})") from None
-
-
 def compute(args, progress=None):
-    knobs = knob_assignments(args.set)
-    for name in knobs:
-        if name in _RESERVED:
-            raise CliError(f"--set {name}: the comparison runs ksmd unthrottled and sets {name} itself")
-    if args.max_full_scans < 1:
-        raise CliError("--max-full-scans must be at least 1")
-    machine, _ = _engine_machine(args, knobs)
+    knobs = settle_arguments(args, "the comparison")
+    machine, _ = load_image_args(args.images, knobs)
     ok, why = kernel_peer.availability()
     if not ok:
         raise CliError(f"the kernel's KSM is not available: {why}", EXIT_FAILURE)
@@ -95,9 +71,9 @@ def compute(args, progress=None):
                                         progress=lambda n, c: say(
                                             f"kernel: full scan {n}: pages_sharing {c['pages_sharing']}"))
     except kernel_peer.KernelKsmUnavailable as e:
-        raise CliError(f"the kernel's KSM is not available: {e.strerror}", EXIT_FAILURE) from None
+        raise os_error(e, "the kernel's KSM is not available") from None
     except OSError as e:
-        raise CliError(f"the kernel's KSM failed: {e.strerror or e}", EXIT_FAILURE) from None
+        raise os_error(e, "the kernel's KSM failed") from None
     engine = settle(machine, max_full_scans=args.max_full_scans,
                     progress=lambda n, c: say(f"engine: full scan {n}: pages_sharing {c['pages_sharing']}"))
     rows = []
@@ -122,15 +98,7 @@ def compute(args, progress=None):
 
 
 def run(args):
-    prog = render.Progress(enabled=not args.json)
-    try:
-        result = compute(args, progress=prog.update)
-    finally:
-        prog.done()
-    if args.json:
-        render.print_json(result)
-    else:
-        print(render_text(result))
+    result = render.report(args, compute, render_text)
     good = result["match"] and result["kernel"]["settled"] and result["engine"]["settled"]
     return 0 if good else EXIT_FAILURE
 

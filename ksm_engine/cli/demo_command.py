@@ -10,11 +10,12 @@ import dataclasses
 import os
 
 from ..apps import plot as _plot
-from ..apps.demo import DemoConfig, KnobError, run_demo
+from ..apps.demo import DemoConfig, run_demo
+from ..ksm.sysfs import KnobError
 from ..machine import PAGE_SIZE
 from ..units import format_size
 from . import render
-from .errors import EXIT_FAILURE, EXIT_USAGE, CliError
+from .errors import EXIT_FAILURE, EXIT_USAGE, CliError, os_error
 from .options import knob_assignments, size_arg
 
 NAME = "demo"
@@ -106,7 +107,7 @@ def run(args):
             f"pages_shared {e['pages_shared']} pages_sharing {e['pages_sharing']} "
             f"balloon {format_size(e['balloon_loaned_pages'] * PAGE_SIZE)}"))
     except KnobError as e:
-        raise CliError(f"--set: {e}") from None
+        raise os_error(e) from None
     except MemoryError as e:
         raise CliError(f"demo: {e}; try fewer --guests or a smaller --guest-size") from None
     finally:
@@ -116,7 +117,7 @@ def run(args):
             _plot.plot_history(result.history, args.plot, title=(
                 f"ksm-engine demo: {cfg.guests} guests x {format_size(cfg.guest_size)}"))
         except OSError as e:
-            raise CliError(f"--plot: cannot write {args.plot}: {e.strerror or e}", EXIT_FAILURE) from None
+            raise os_error(e, f"--plot: cannot write {args.plot}") from None
     if args.json:
         doc = dataclasses.asdict(result)
         if args.plot:

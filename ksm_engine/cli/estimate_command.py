@@ -7,12 +7,11 @@ into a table or JSON.  The sources keep the order they were given in
 """
 import argparse
 
-from ..apps.demo import KnobError
 from ..apps.estimate import EstimateError, estimate, open_sources
 from ..machine import PAGE_SIZE
 from ..units import format_size
 from . import render
-from .errors import EXIT_FAILURE, CliError
+from .errors import EXIT_FAILURE, CliError, os_error
 from .options import knob_assignments
 
 NAME = "estimate"
@@ -105,47 +104,36 @@ def compute(args, progress=None):
         return estimate(sources, knobs=knobs, pages_to_scan=args.pages_to_scan,
                         sleep_millisecs=args.sleep_millisecs,
                         max_full_scans=args.max_full_scans, progress=progress)
-    except KnobError as e:
-        raise CliError(f"--set: {e}") from None
     except MemoryError as e:
         raise CliError(f"estimate: {e}") from None
-    except ProcessLookupError as e:
-        raise CliError(f"estimate: {e.strerror}", EXIT_FAILURE) from None
+    except OSError as e:    # a knob refused (exit 2), a process gone (exit 1)
+        raise os_error(e, "estimate") from None
     finally:
         for s in sources:
             s.close()
 
 
 def run(args):
-    prog = render.Progress(enabled=not args.json)
-    try:
-        result = compute(args, progress=prog.update)
-    finally:
-        prog.done()
-    if args.json:
-        render.print_json(result)
-    else:
-        print(render_text(result))
+    result = render.report(args, compute, render_text)
     return 0 if all(r["settled"] for r in result["runs"]) else EXIT_FAILURE
 
 
+# The notes column of a source, by kind: what is always said, then the
+# counts said when not zero (field, what it counts).
+_SOURCE_NOTES = {
+    "pid": ("{areas} areas", (("zero_page_mappings", "zero-page mappings left out"),
+                              ("swapped_pages", "swapped out, left out"),
+                              ("lost_pages", "unmapped while read"))),
+    "core": ("{segments} segments", (("file_backed_pages", "file-backed pages left out"),
+                                     ("hole_pages", "never-touched pages (holes) left out"))),
+}
+
+
 def _source_notes(s):
-    notes = []
-    if s["kind"] == "pid":
-        notes.append(f"{s['areas']} areas")
-        if s.get("zero_page_mappings"):
-            notes.append(f"{s['zero_page_mappings']} zero-page mappings left out")
-        if s.get("swapped_pages"):
-            notes.append(f"{s['swapped_pages']} swapped out, left out")
-        if s.get("lost_pages"):
-            notes.append(f"{s['lost_pages']} unmapped while read")
-    elif s["kind"] == "core":
-        notes.append(f"{s['segments']} segments")
-        if s.get("file_backed_pages"):
-            notes.append(f"{s['file_backed_pages']} file-backed pages left out")
-        if s.get("hole_pages"):
-            notes.append(f"{s['hole_pages']} never-touched pages (holes) left out")
-    return ", ".join(notes)
+    if s["kind"] not in _SOURCE_NOTES:
+        return ""
+    always, counts = _SOURCE_NOTES[s["kind"]]
+    return ", ".join([always.format(**s)] + [f"{s[k]} {what}" for k, what in counts if s.get(k)])
 
 
 def render_text(r):

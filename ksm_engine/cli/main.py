@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import CliError, EXIT_FAILURE, EXIT_USAGE
+from .errors import CliError, EXIT_FAILURE, EXIT_USAGE, os_error
 
 # subcommand name -> module (relative to this package)
 COMMANDS = {
@@ -76,8 +76,9 @@ def main(argv=None):
         print("ksm-engine: error: out of memory", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as e:  # a runtime failure outside any command's own checks
-        print(f"ksm-engine: error: {e.strerror or e}", file=sys.stderr)
-        return EXIT_FAILURE
+        err = os_error(e)
+        print(f"ksm-engine: error: {err.message}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

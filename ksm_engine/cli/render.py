@@ -72,3 +72,19 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
+
+
+def report(args, compute, render_text):
+    """What every report command's run() does: compute(args, progress) with
+    a progress line (none under --json), then print the result as JSON or
+    as render_text(result).  Returns the result."""
+    prog = Progress(enabled=not args.json)
+    try:
+        result = compute(args, progress=prog.update)
+    finally:
+        prog.done()
+    if args.json:
+        print_json(result)
+    else:
+        print(render_text(result))
+    return result

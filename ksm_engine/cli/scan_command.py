@@ -8,14 +8,12 @@ consecutive full scans and at least 3 full scans have run (settle.py, the
 same rule the comparison with the kernel uses).  Prints every counter under
 the kernel's name and `seconds` (scan time only, loading excluded).
 """
-import errno
 import os
 
-from ..images import ImageError
-from ..settle import load_images, settle
+from ..settle import settle
 from . import render
-from .errors import CliError, EXIT_FAILURE
-from .options import knob_assignments
+from .errors import EXIT_FAILURE
+from .options import load_image_args, settle_arguments
 
 NAME = "scan"
 HELP = "run KSM over memory images until it settles and print its counters"
@@ -24,10 +22,6 @@ EPILOG = """examples:
   ksm-engine scan guest0.img guest1.img
   ksm-engine scan --set use_zero_pages=1 --set max_page_sharing=16 a.img b.img --json
   ksm-engine scan --compat 2009 a.img"""
-
-# Knobs the command sets itself for an unthrottled run.
-_RESERVED = {"run", "pages_to_scan", "sleep_millisecs"}
-
 
 def add_arguments(p):
     p.add_argument("images", nargs="+", metavar="IMAGE", help="raw memory image (size a multiple of 4096)")
@@ -40,23 +34,13 @@ def add_arguments(p):
 
 
 def compute(args, progress=None):
-    knobs = knob_assignments(args.set)
-    for name in knobs:
-        if name in _RESERVED:
-            raise CliError(f"--set {name}: the scan command runs ksmd unthrottled and sets {name} itself")
-    if args.max_full_scans < 1:
-        raise CliError("--max-full-scans must be at least 1")
-    try:
-        machine, _ = load_images(args.images, knobs=knobs, compat=args.compat)
-    except ImageError as e:
-        raise CliError(str(e)) from None
-    except FileNotFoundError as e:
-        raise CliError(f"--set: unknown knob: {e.strerror}") from None
-    except OSError as e:
-        if e.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY, errno.EACCES):
-            raise CliError(f"--set: {e.strerror} ({errno.errorcode.get(e.errno, e.errno)})") from None
-        raise CliError(f"{e.strerror}", EXIT_FAILURE) from None
-    result = settle(machine, max_full_scans=args.max_full_scans, progress=progress)
+    """The counters of the settled KSM (a dict); progress(text) after each
+    full scan."""
+    knobs = settle_arguments(args, "the scan command")
+    machine, _ = load_image_args(args.images, knobs, compat=args.compat)
+    say = progress or (lambda text: None)
+    result = settle(machine, max_full_scans=args.max_full_scans, progress=lambda n, st: say(
+        f"full scan {n}: pages_shared {st['pages_shared']} pages_sharing {st.get('pages_sharing', '-')}"))
     out = dict(result.counters)
     out["seconds"] = round(result.seconds, 6)
     out["settled"] = result.settled
@@ -65,15 +49,12 @@ def compute(args, progress=None):
 
 
 def run(args):
-    prog = render.Progress(enabled=not args.json)
-    result = compute(args, progress=lambda n, st: prog.update(
-        f"full scan {n}: pages_shared {st['pages_shared']} pages_sharing {st.get('pages_sharing', '-')}"))
-    prog.done()
-    if args.json:
-        render.print_json(result)
-    else:
-        rows = [(k, v) for k, v in result.items() if k not in ("images", "settled")]
-        print(render.key_values(rows))
-        if not result["settled"]:
-            print(f"(not settled after {result['full_scans']} full scans)")
+    result = render.report(args, compute, render_text)
     return 0 if result["settled"] else EXIT_FAILURE
+
+
+def render_text(result):
+    out = [render.key_values([(k, v) for k, v in result.items() if k not in ("images", "settled")])]
+    if not result["settled"]:
+        out.append(f"(not settled after {result['full_scans']} full scans)")
+    return "\n".join(out)

@@ -27,7 +27,8 @@ import errno
 import os
 from collections.abc import Mapping
 
-from ..kstrtox import kstrtobool, kstrtoint, kstrtoul, kstrtouint, strict_strtoul, UINT_MAX
+from ..errors import errno_name
+from ..kstrtox import UINT_MAX, kstrtobool, kstrtoint, kstrtoul, kstrtouint, strict_strtoul
 
 
 class KnobError(OSError):
@@ -55,8 +56,8 @@ def apply_knobs(machine, knobs):
             known = ", ".join(machine.ksm.knob_names())
             raise KnobError(errno.ENOENT, f"unknown knob {name!r} (knobs: {known})", name) from None
         except OSError as e:
-            code = errno.errorcode.get(e.errno, str(e.errno))
-            raise KnobError(e.errno, f"{name}={value!r}: {e.strerror} ({code})", name) from None
+            raise KnobError(e.errno, f"{name}={value!r}: {e.strerror} ({errno_name(e.errno)})",
+                            name) from None
 
 
 def _einval(msg):
