@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import xxhash
 
+from ksm_engine._native import PAGE_SIZE as PAGE
 from ksm_engine._native import ffi, lib
 
-PAGE = 4096
 NPAGES = 16384  # 64 MiB, beyond the caches
 GROUP = "checksum"
 

@@ -12,9 +12,14 @@ The kernel's string-to-number parsers that cmm.c's interfaces use
 for the module parameters and simulate_loan_target_kb, kstrtobool for
 simulate) are ksm_engine.kstrtox's, shared with the KSM sysfs files.
 
-The model is a 64-bit kernel (LP64): int is 32 bits, long 64 bits.
+The model is a 64-bit kernel (LP64): int is 32 bits, long 64 bits.  The
+page is the engine's (ksm_engine.PAGE_SIZE); KB2PAGES and PAGES2KB are
+cmm.c's macros over it.
 """
+from ksm_engine._native import PAGE_SIZE
 from ksm_engine.kstrtox import UINT_MAX, ULONG_MAX
+
+PAGE_SHIFT = PAGE_SIZE.bit_length() - 1     # log2(PAGE_SIZE)
 
 
 def to_u32(v):
@@ -37,6 +42,16 @@ def to_s64(v):
     """(long)v: the low 64 bits read as two's complement."""
     v &= ULONG_MAX
     return v - (1 << 64) if v >> 63 else v
+
+
+def KB2PAGES(kb):
+    """KB2PAGES(): KiB -> pages, rounding down (a right shift)."""
+    return kb >> (PAGE_SHIFT - 10)
+
+
+def PAGES2KB(p):
+    """PAGES2KB(): pages -> KiB (unsigned long)."""
+    return to_u64(p << (PAGE_SHIFT - 10))
 
 
 def div_s64(dividend, divisor):

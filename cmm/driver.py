@@ -54,7 +54,7 @@ import threading
 from ksm_engine.kstrtox import simple_strtoul
 
 from . import balloon as bal
-from .cint import div_s64, to_s32, to_s64, to_u32, to_u64
+from .cint import KB2PAGES, PAGE_SIZE, PAGES2KB, div_s64, to_s32, to_s64, to_u32, to_u64
 from .clock import RealClock
 from .hypervisor import (H_PAGE_INIT, H_PAGE_SET_ACTIVE, H_PAGE_SET_LOANED,
                          H_SUCCESS, h_get_mpp)
@@ -65,20 +65,7 @@ from .sysfs import CmmSysfs, cmm_sysfs_register, cmm_unregister_sysfs
 
 log = logging.getLogger("cmm")
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-CMM_DRIVER_VERSION = "1.0.0"
 CMM_MEM_HOTPLUG_PRI = 1
-
-
-def KB2PAGES(kb):
-    """KB2PAGES(): KiB -> pages, rounding down (a right shift)."""
-    return kb >> (PAGE_SHIFT - 10)
-
-
-def PAGES2KB(p):
-    """PAGES2KB(): pages -> KiB (unsigned long)."""
-    return to_u64(p << (PAGE_SHIFT - 10))
 
 
 class AtomicLong:

@@ -27,6 +27,7 @@ import errno
 import os
 
 from ksm_engine.kstrtox import UINT_MAX, ULONG_MAX, kstrtobool, kstrtoul, kstrtouint
+from ksm_engine.validate import is_int
 
 
 class ParamSpec:
@@ -70,7 +71,7 @@ def load_value(spec, value):
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
         raise OSError(errno.EINVAL, f"{spec.name}: not a bool")
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise OSError(errno.EINVAL, f"{spec.name}: not an integer")
     if value < 0:
         raise OSError(errno.EINVAL, f"{spec.name}: negative")

@@ -38,14 +38,7 @@ import os
 
 from ksm_engine.kstrtox import kstrtoul, simple_strtoul
 
-from .cint import to_u64
-
-PAGE_SHIFT = 12
-
-
-def PAGES2KB(p):
-    """PAGES2KB(): pages -> KiB, as unsigned long."""
-    return to_u64(p << (PAGE_SHIFT - 10))
+from .cint import PAGES2KB, to_u64
 
 
 class SysfsNoEntry(OSError, KeyError):

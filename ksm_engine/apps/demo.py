@@ -48,6 +48,7 @@ from ..ksm.sysfs import KnobError, apply_knobs  # noqa: F401  (KnobError re-expo
 from ..machine import PAGE_SIZE, Machine
 from ..process import MADV_MERGEABLE
 from ..settle import CONVERGENCE_COUNTERS, settled
+from ..validate import is_int
 
 IMAGE_FRACTION = 0.45     # pages of the common OS image, same in every guest
 ZERO_FRACTION = 0.20      # zero-filled pages
@@ -95,7 +96,7 @@ class DemoConfig:
         """ValueError naming the field when a value cannot be used."""
         for name in ("guests", "guest_size", "seed", "max_full_scans"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
+            if not is_int(v):
                 raise ValueError(f"{name} must be an int, not {type(v).__name__}")
         if self.guests < 1:
             raise ValueError(f"guests must be at least 1, got {self.guests}")

@@ -27,12 +27,13 @@ import sys
 import threading
 import time
 
+from .._native import PAGE_SIZE
+from ..kstrtox import UINT_MAX
 from ..settle import CONVERGENCE_COUNTERS, DEFAULT_MAX_FULL_SCANS, SettleResult, record_full_scan
 
 KSM_DIR = "/sys/kernel/mm/ksm"
 LOCK_PATH = "/tmp/ksm-engine-kernel-ksm.lock"
 PAUSE_MS = 10
-PAGE_SIZE = 4096
 
 # Child: map the image privately, madvise MERGEABLE, report, wait.
 _CHILD = r"""
@@ -247,7 +248,7 @@ def run_kernel(paths, knobs=None, *, max_full_scans=DEFAULT_MAX_FULL_SCANS, time
     with kernel_ksm():
         for name, value in (knobs or {}).items():
             write_knob(name, value)
-        write_knob("pages_to_scan", str(min(total_pages * 4 + 1024, 0xFFFFFFFF)))
+        write_knob("pages_to_scan", str(min(total_pages * 4 + 1024, UINT_MAX)))
         write_knob("sleep_millisecs", str(PAUSE_MS))
         children = _start_children(paths)
         try:

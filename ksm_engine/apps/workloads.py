@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._native import PAGE_SIZE
 from ..machine import Machine
 from ..process import MADV_MERGEABLE
 
-PAGE_SIZE = 4096
 WORDS = PAGE_SIZE // 8
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _WORD_OFFSETS = np.arange(WORDS, dtype=np.uint64) * GOLDEN

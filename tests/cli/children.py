@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 
-PAGE = 4096
+from ksm_engine import PAGE_SIZE as PAGE
 
 PYTHON_CHILD = r"""
 import ctypes, mmap, os, signal, sys

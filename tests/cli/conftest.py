@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from ksm_engine import PAGE_SIZE as PAGE  # noqa: F401  (the tests' page size)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PAGE = 4096
 
 
 def _env(extra=None):

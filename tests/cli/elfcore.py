@@ -5,7 +5,8 @@ page aligned.  Pages listed as holes are not written (the file stays
 sparse there, as the kernel leaves pages it did not dump)."""
 import struct
 
-PAGE = 4096
+from ksm_engine import PAGE_SIZE as PAGE
+
 ET_CORE, ET_EXEC = 4, 2
 PT_LOAD, PT_NOTE = 1, 4
 PF_X, PF_W, PF_R = 1, 2, 4

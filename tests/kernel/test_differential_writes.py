@@ -10,10 +10,10 @@ import random
 
 import pytest
 
+from ksm_engine import PAGE_SIZE as P
 from ksm_engine.apps import kernel_peer
 from ksm_engine.settle import load_images, settle
 
-P = 4096
 COMPARED = ("pages_shared", "pages_sharing", "stable_node_chains", "stable_node_dups",
             "ksm_zero_pages", "rmap_items")
 

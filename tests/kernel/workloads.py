@@ -2,7 +2,7 @@
 (bytes, one per process) plus the knobs to set.  Deterministic."""
 import random
 
-P = 4096
+from ksm_engine import PAGE_SIZE as P
 
 
 def _rnd(seed):

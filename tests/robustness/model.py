@@ -16,7 +16,8 @@ frames, sharing or KSM; it holds
 Pages are immutable ``bytes`` objects, so fork is a shallow copy of the two
 dicts and a write replaces the pages it touches.
 """
-PAGE_SIZE = 4096
+from ksm_engine import PAGE_SIZE
+
 ZERO_PAGE = bytes(PAGE_SIZE)
 
 
