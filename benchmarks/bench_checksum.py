@@ -1,6 +1,6 @@
 """Checksum benchmarks (group "checksum"): the page checksum KSM uses.
 
-The target (issue 6): the C checksum over page-sized blocks is at least as
+The target: the C checksum over page-sized blocks is at least as
 fast as the xxhash package's xxh64 over the same bytes in one call.  Over
 one buffer of NPAGES random pages:
 

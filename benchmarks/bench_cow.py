@@ -1,6 +1,6 @@
 """Copy-on-write benchmarks (group "cow").
 
-The target (issue 6): breaking COW on 100 thousand merged pages with one
+The target: breaking COW on 100 thousand merged pages with one
 write spanning them costs at most 3 microseconds a page.
 
 Setup (untimed): two processes each map NPAGES distinct pages with the same

@@ -1,7 +1,7 @@
 """Ingest benchmarks (group "estimate"): getting a memory image into the
 engine, the first step of `ksm-engine estimate --image`.
 
-The target (issue 6): `ksm-engine estimate --image` ingests a 1 GiB image
+The target: `ksm-engine estimate --image` ingests a 1 GiB image
 at 1 GB/s or faster.  One IMAGE_BYTES image (the vm_mix workload's pages,
 one file) is written once to a temporary directory; its pages are in the
 page cache for every round (the ingest, not the disk, is measured).

@@ -1,4 +1,4 @@
-"""Benchmarks of bulk memory access (issue 2), pytest-benchmark.
+"""Benchmarks of bulk memory access, pytest-benchmark.
 
 Skipped in the normal test run (pytest runs with --benchmark-skip); run:
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The engine's own bookkeeping memory per tracked page.
 
-Target (issue 6): at most 48 bytes per tracked page (the kernel's
+Target: at most 48 bytes per tracked page (the kernel's
 rmap_item alone is 64), measured from the process's resident memory beyond
 the arena on at least one million pages.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scale: load and settle 2 million pages (8 GiB) against 256 thousand.
 
-Target (issue 6): 2 million pages (8 GiB) of synthetic memory load and
+Target: 2 million pages (8 GiB) of synthetic memory load and
 settle on this 24 GiB machine, and the time per page at 2 million is at
 most 1.5 times that at 256 thousand.
 

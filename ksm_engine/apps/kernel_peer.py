@@ -1,6 +1,6 @@
 """The real kernel's KSM as a peer: the same images, run the kernel way.
 
-Method (linux-ksm.md, "Differential testing"):
+Method:
   1. Take an exclusive lock (LOCK_PATH) so that two runs on this machine
      never share the kernel's KSM, save every knob, write run=2.
   2. Write the requested knobs, then pages_to_scan large enough for one

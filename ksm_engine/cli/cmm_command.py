@@ -11,7 +11,6 @@ import sys
 
 from .errors import EXIT_USAGE, CliError, os_error
 
-NAME = "cmm"
 HELP = "run a CMM (pSeries balloon) scenario on a simulated clock"
 DESCRIPTION = """\
 Run a scenario against the pSeries CMM balloon driver (cmm.c) and a stub

@@ -14,7 +14,6 @@ from . import render
 from .errors import EXIT_FAILURE, CliError, os_error
 from .options import load_image_args, settle_arguments
 
-NAME = "compare-kernel"
 HELP = "run images through the real kernel KSM and the engine, side by side"
 DESCRIPTION = """\
 Run the same memory images through the real kernel's KSM (/sys/kernel/mm/ksm;

@@ -18,7 +18,6 @@ from . import render
 from .errors import EXIT_FAILURE, EXIT_USAGE, CliError, os_error
 from .options import knob_assignments, size_arg
 
-NAME = "demo"
 HELP = "KSM merging VM-like guests, and the CMM balloon loaning back what it freed"
 DESCRIPTION = """\
 Run the built-in workload: GUESTS guest processes of GUEST_SIZE each, booting

@@ -14,7 +14,6 @@ from . import render
 from .errors import EXIT_FAILURE, CliError, os_error
 from .options import knob_assignments
 
-NAME = "estimate"
 HELP = "predict KSM's saving on a live process, a core file or a memory image"
 DESCRIPTION = """\
 Predict what KSM would merge in real memory, without touching the kernel's

@@ -1,7 +1,7 @@
 """Entry point of the `ksm-engine` command.
 
 One module per subcommand (``*_command.py`` beside this file).  Each exposes
-``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; the
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; the
 table ``COMMANDS`` below is the only place that lists them.  Commands compute
 their result with the engine, then hand it to their renderer (text or --json);
 errors are raised as CliError and turned into an exit code here.

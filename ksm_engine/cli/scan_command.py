@@ -15,7 +15,6 @@ from . import render
 from .errors import EXIT_FAILURE
 from .options import load_image_args, settle_arguments
 
-NAME = "scan"
 HELP = "run KSM over memory images until it settles and print its counters"
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 EPILOG = """examples:

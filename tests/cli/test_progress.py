@@ -1,4 +1,4 @@
-"""Progress (issue 5's conventions) for the commands that run KSM until it
+"""Progress (the CLI's conventions) for the commands that run KSM until it
 settles: a line on stderr when stderr is a terminal, wiped at the end;
 nothing when stderr is piped or --json is given.  (The demo's own test is
 in test_demo.py.)"""

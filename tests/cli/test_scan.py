@@ -1,5 +1,5 @@
-"""`ksm-engine scan` end to end (the command of the KSM issue, under the
-same conventions): counters of known images, the 2009 mode, bad input."""
+"""`ksm-engine scan` end to end, under the conventions of every command:
+counters of known images, the 2009 mode, bad input."""
 import json
 import random
 

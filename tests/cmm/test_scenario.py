@@ -21,7 +21,7 @@ def run(*steps, **top):
     return r
 
 
-def test_issue_example_runs():
+def test_a_scenario_of_every_kind_of_step_runs():
     r = run({"hv_target_kb": 8192}, {"advance_s": 3}, {"oom": True},
             {"hotplug": "going_offline"}, {"hotplug": "offline"},
             {"fail_hcalls": {"after": 10, "count": 1}}, {"fail_hget_mpp": 2},

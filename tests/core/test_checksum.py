@@ -9,7 +9,7 @@ independent implementations:
   hashlittle;
   ke_jhash2_2009, and ke_checksum_page in 2009 mode (the jhash2 of 2009
   kernels, lookup2's hash2, over the page's 1024 words, initval 17, as the
-  seed's calc_checksum)  vs  a pure-Python lookup2 hash2 below, and a
+  2009 patch's calc_checksum)  vs  a pure-Python lookup2 hash2 below, and a
   vector computed independently for bytes(range(256)) * 16.
 
 Pages and lengths: random pages, zero and all-ones pages, every length

@@ -1,4 +1,4 @@
-"""Bad input (issue 2): every entry point of Machine and Process, called the
+"""Bad input: every entry point of Machine and Process, called the
 wrong way, raises a clear exception and changes nothing.
 
   wrong types                          TypeError

@@ -1,4 +1,4 @@
-"""The Machine (issue 2): its frames and their accounting, spawning
+"""The Machine: its frames and their accounting, spawning
 processes, the balloon's frames, zones, the managed page count, the OOM
 notifier chain and the consistency check.
 

@@ -1,4 +1,4 @@
-"""The machine against a pure-Python reference model (issue 2): hypothesis
+"""The machine against a pure-Python reference model: hypothesis
 drives random sequences of spawn, mmap (anywhere or fixed), munmap (whole,
 partial, across holes), write and fill (random offsets and lengths spanning
 pages and area boundaries), read, fork and exit on a machine of 32 frames,

@@ -1,4 +1,4 @@
-"""Out of free frames (issue 2): the machine calls its OOM notifiers, retries
+"""Out of free frames: the machine calls its OOM notifiers, retries
 once, and otherwise raises OSError(ENOMEM).  Nothing already written is
 lost, and the write that failed changed nothing (all or nothing, even when
 part of its range had room).

@@ -1,4 +1,4 @@
-"""Packaging (issue 2): the compiled core imports, and a plain non-editable
+"""Packaging: the compiled core imports, and a plain non-editable
 ``pip install .`` builds and works on its own.
 
 The install test copies the source files (``git ls-files``: tracked and
@@ -147,7 +147,7 @@ def test_sdist_carries_the_c_core(tmp_path):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("opt", ["-O2", "-O1"])
 def test_c_core_compiles_without_warnings(tmp_path, opt):
-    """Issue 2: the core compiles with -Wall -Wextra and no warning, at the
+    """The core compiles with -Wall -Wextra and no warning, at the
     normal build's -O2 and the sanitizer build's -O1 (whose flow analysis
     differs); -Werror makes any warning fail the test."""
     import glob

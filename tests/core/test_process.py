@@ -1,4 +1,4 @@
-"""Processes (issue 2): mmap and munmap with their areas, read, write, fill
+"""Processes: mmap and munmap with their areas, read, write, fill
 and readinto over page and area boundaries, copy-on-write after fork, exit,
 RSS and the ptes, on a small machine.
 

@@ -1,7 +1,7 @@
-"""Freed frames go back to the operating system (issue 2): the real
+"""Freed frames go back to the operating system: the real
 resident memory of this Python process follows the machine's accounting.
 
-Measured with /proc/self/status: VmRSS (as the issue words it) for the
+Measured with /proc/self/status: VmRSS (what a user sees in ps and top) for the
 128 MiB test, RssAnon (the arena is anonymous memory, so this excludes
 file-backed noise) for the finer ones.  Each test compares its own before
 and after, with 10% slack for allocator noise; the sizes (16-128 MiB) are

@@ -1,6 +1,7 @@
-"""Machine(ksm_compat="2009"): KSM as the 2009 patch (seed 004) made it.
+"""Machine(ksm_compat="2009"): KSM as the 2009 patch made it (the ksm patch
+of July 2009, "[PATCH 07/10] ksm: Kernel SamePage Merging", Izik Eidus).
 
-What the seed says, and what the tests expect from it:
+What the patch says, and what the tests expect from it:
   * sysfs: sleep_millisecs, pages_to_scan, run, max_kernel_pages (rw);
     pages_shared, kernel_pages_allocated (ro).  None of today's knobs.
     Stores use strict_strtoul: base 10 digits, no sign, one optional
@@ -286,7 +287,7 @@ def test_rewritten_page_keeps_its_checksum(m):
 
 
 def test_max_kernel_pages_counts_stable_tree_nodes(m):
-    # The seed compares max_kernel_pages with ksm_kernel_pages_allocated,
+    # The patch compares max_kernel_pages with ksm_kernel_pages_allocated,
     # the stable tree's nodes.  A KSM page that left the tree but is still
     # mapped (by a fork child not yet scanned) does not count.
     set_knobs(m, max_kernel_pages=1, pages_to_scan=1)

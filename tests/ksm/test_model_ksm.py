@@ -427,7 +427,7 @@ TestKsmModel = KsmModel.TestCase
 
 
 class KsmModel2009(KsmModel):
-    """The same machine in the 2009 mode (seed 004): no knobs but
+    """The same machine in the 2009 mode (the 2009 patch): no knobs but
     max_kernel_pages, no zero pages, no chains; kernel_pages_allocated is
     the stable nodes (each holds at least one rmap_item: a node whose last
     item leaves is erased), pages_shared the stable rmap_items beyond one
