@@ -40,10 +40,9 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"ksm-engine {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, modname in COMMANDS.items():
-        try:
-            mod = importlib.import_module(modname, __package__)
-        except ImportError:  # a command not built yet
-            continue
+        # A command that cannot be imported is a broken install: its
+        # ImportError goes out as it is, never a command silently missing.
+        mod = importlib.import_module(modname, __package__)
         p = sub.add_parser(
             name,
             help=mod.HELP,

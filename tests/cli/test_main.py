@@ -48,3 +48,10 @@ def test_unknown_option(args):
 
 def test_compare_kernel_needs_an_image():
     assert_usage_error(run_cli("compare-kernel"), "required: IMAGE")
+
+
+def test_a_command_that_cannot_be_imported_fails_loudly(monkeypatch):
+    from ksm_engine.cli import main as cli_main
+    monkeypatch.setitem(cli_main.COMMANDS, "broken", ".no_such_command")
+    with pytest.raises(ImportError):
+        cli_main.main(["--help"])
