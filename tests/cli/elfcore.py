@@ -24,9 +24,13 @@ class Segment:
         self.holes = set(holes)
 
 
+def _pad4(b):
+    return b + b"\0" * (-len(b) % 4)
+
+
 def _note(ntype, desc):
     name = b"CORE\0"
-    pad = lambda b: b + b"\0" * (-len(b) % 4)
+    pad = _pad4
     return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
 
 

@@ -36,26 +36,29 @@ def _rot(x, k):
 
 
 def _mix(a, b, c):
-    """lookup3's mix(): reversible mixing of three 32-bit values."""
-    a = (a - c) & M32; a ^= _rot(c, 4);  c = (c + b) & M32
-    b = (b - a) & M32; b ^= _rot(a, 6);  a = (a + c) & M32
-    c = (c - b) & M32; c ^= _rot(b, 8);  b = (b + a) & M32
-    a = (a - c) & M32; a ^= _rot(c, 16); c = (c + b) & M32
-    b = (b - a) & M32; b ^= _rot(a, 19); a = (a + c) & M32
-    c = (c - b) & M32; c ^= _rot(b, 4);  b = (b + a) & M32
-    return a, b, c
+    """lookup3's mix(): reversible mixing of three 32-bit values, six steps
+    of ``x -= z; x ^= rot(z, r); z += y`` with (x, y, z) turning through
+    (a, b, c), (b, c, a), (c, a, b)."""
+    v = [a, b, c]
+    for i, r in enumerate((4, 6, 8, 16, 19, 4)):
+        x, y, z = i % 3, (i + 1) % 3, (i + 2) % 3
+        v[x] = (v[x] - v[z]) & M32
+        v[x] ^= _rot(v[z], r)
+        v[z] = (v[z] + v[y]) & M32
+    return tuple(v)
 
 
 def _final(a, b, c):
-    """lookup3's final(): final mixing of three 32-bit values into c."""
-    c ^= b; c = (c - _rot(b, 14)) & M32
-    a ^= c; a = (a - _rot(c, 11)) & M32
-    b ^= a; b = (b - _rot(a, 25)) & M32
-    c ^= b; c = (c - _rot(b, 16)) & M32
-    a ^= c; a = (a - _rot(c, 4)) & M32
-    b ^= a; b = (b - _rot(a, 14)) & M32
-    c ^= b; c = (c - _rot(b, 24)) & M32
-    return a, b, c
+    """lookup3's final(): final mixing of three 32-bit values into c, seven
+    steps of ``x ^= y; x -= rot(y, r)`` for x = c, a, b, c, a, b, c and y
+    the value before x in (a, b, c), cyclically."""
+    v = [a, b, c]
+    for i, r in enumerate((14, 11, 25, 16, 4, 14, 24)):
+        x = (2 + i) % 3
+        y = (x + 2) % 3
+        v[x] ^= v[y]
+        v[x] = (v[x] - _rot(v[y], r)) & M32
+    return tuple(v)
 
 
 def jhash2(words, initval):
@@ -174,16 +177,14 @@ def test_page_checksum_today_is_low_32_bits_of_xxh64(k):
 def jhash2_2009(words, initval):
     """hash2() of lookup2.c == the jhash2() of Linux before 2.6.37."""
     def mix(a, b, c):
-        a = (a - b - c) & M32; a ^= c >> 13
-        b = (b - c - a) & M32; b ^= (a << 8) & M32
-        c = (c - a - b) & M32; c ^= b >> 13
-        a = (a - b - c) & M32; a ^= c >> 12
-        b = (b - c - a) & M32; b ^= (a << 16) & M32
-        c = (c - a - b) & M32; c ^= b >> 5
-        a = (a - b - c) & M32; a ^= c >> 3
-        b = (b - c - a) & M32; b ^= (a << 10) & M32
-        c = (c - a - b) & M32; c ^= b >> 15
-        return a, b, c
+        # nine steps of x = x - y - z; x ^= z >> s (z << s for b), with
+        # (x, y, z) turning through (a, b, c), (b, c, a), (c, a, b)
+        v = [a, b, c]
+        for i, s in enumerate((13, 8, 13, 12, 16, 5, 3, 10, 15)):
+            x, y, z = i % 3, (i + 1) % 3, (i + 2) % 3
+            v[x] = (v[x] - v[y] - v[z]) & M32
+            v[x] ^= ((v[z] << s) & M32) if x == 1 else (v[z] >> s)
+        return tuple(v)
     a = b = 0x9E3779B9
     c = initval
     k, n = 0, len(words)
