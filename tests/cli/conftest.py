@@ -1,12 +1,19 @@
-"""Helpers of the end-to-end CLI tests: every command runs as a user runs
-it, ``python -m ksm_engine ...`` in a subprocess, and the tests look at its
-exit code, stdout and stderr."""
+"""Helpers of the CLI tests.  A command runs either as a user runs it,
+``python -m ksm_engine ...`` in a subprocess (run_cli: exit codes, entry
+points, what a whole run prints), or as ``main(argv)`` in this process
+(run_main: argument parsing and bad input, where starting an interpreter
+would be most of the test's time).  Both give a CompletedProcess: exit
+code, stdout and stderr."""
+import contextlib
+import io
 import os
 import pty
 import subprocess
 import sys
 
 import pytest
+
+from ksm_engine.cli.main import main
 
 from ksm_engine import PAGE_SIZE as PAGE  # noqa: F401  (the tests' page size)
 
@@ -34,6 +41,19 @@ def run_cli(*args, timeout=300, env=None, prelude=None, **kw):
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     streams.update(kw)
     return subprocess.run(cmd, text=True, cwd=ROOT, env=_env(env), timeout=timeout, **streams)
+
+
+def run_main(*args):
+    """``ksm-engine ARGS...`` as main(argv) in this process, stdout and
+    stderr captured; returns a CompletedProcess like run_cli's."""
+    args = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as e:         # --help and --version end argparse this way
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def run_cli_on_a_terminal(*args):
@@ -68,11 +88,31 @@ def assert_usage_error(r, *needles):
         assert n in r.stderr, (n, r.stderr)
 
 
+# Image files every command that reads images refuses (exit 2): how to make
+# each in a directory, and what the message says besides the file's name.
+BAD_IMAGES = {
+    "missing": (lambda d: d / "missing.img", "no such file"),
+    "empty": (lambda d: _write(d / "empty.img", b""), "empty file"),
+    "odd size": (lambda d: _write(d / "odd.img", b"\1" * (PAGE + 1)),
+                 f"size {PAGE + 1} is not a multiple of the page size {PAGE}"),
+    "directory": (lambda d: d, "is a directory"),
+}
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(params=sorted(BAD_IMAGES))
+def bad_image(request, tmp_path):
+    """(path, words): one of BAD_IMAGES, made in tmp_path, and what the
+    error message must say about it."""
+    make, words = BAD_IMAGES[request.param]
+    return make(tmp_path), words
+
+
 @pytest.fixture
 def write_file(tmp_path):
     """write_file(name, data) -> path of a new file in tmp_path."""
-    def write(name, data):
-        p = tmp_path / name
-        p.write_bytes(data)
-        return p
-    return write
+    return lambda name, data: _write(tmp_path / name, data)

@@ -10,7 +10,7 @@ import pytest
 
 from ksm_engine.apps import kernel_peer
 
-from .conftest import PAGE, assert_usage_error, run_cli
+from .conftest import PAGE, assert_usage_error, run_cli, run_main
 
 AVAILABLE, WHY = kernel_peer.availability()
 rng = random.Random(17)
@@ -103,22 +103,16 @@ def test_unavailable_kernel_is_exit_1_with_the_reason(images):
                                 "/nonexistent/sys/kernel/mm/ksm does not exist (kernel without CONFIG_KSM?)")
 
 
-def _file(directory, name, data):
-    p = directory / name
-    p.write_bytes(data)
-    return p
+@pytest.fixture
+def no_ksm(monkeypatch):
+    """NO_KSM in this process: had the kernel been reached first, a test
+    using it would see exit 1."""
+    monkeypatch.setattr(kernel_peer, "KSM_DIR", "/nonexistent/sys/kernel/mm/ksm")
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda d: d / "missing.img", "no such file"),
-    (lambda d: _file(d, "empty.img", b""), "empty file"),
-    (lambda d: _file(d, "odd.img", b"\1" * (PAGE + 1)), "not a multiple of the page size"),
-    (lambda d: d, "is a directory"),
-])
-def test_bad_image_before_the_kernel_is_touched(tmp_path, make, needle):
-    # NO_KSM: had the kernel been reached first, this would be exit 1.
-    path = make(tmp_path)
-    assert_usage_error(run_cli("compare-kernel", path, prelude=NO_KSM), str(path), needle)
+def test_bad_image_before_the_kernel_is_touched(no_ksm, bad_image):
+    path, words = bad_image
+    assert_usage_error(run_main("compare-kernel", path), str(path), words)
 
 
 @pytest.mark.parametrize("knob,needle", [
@@ -127,5 +121,5 @@ def test_bad_image_before_the_kernel_is_touched(tmp_path, make, needle):
     ("pages_to_scan=10", "sets pages_to_scan itself"),
     ("run=1", "sets run itself"),
 ])
-def test_bad_knob_before_the_kernel_is_touched(images, knob, needle):
-    assert_usage_error(run_cli("compare-kernel", images[0], "--set", knob, prelude=NO_KSM), needle)
+def test_bad_knob_before_the_kernel_is_touched(no_ksm, images, knob, needle):
+    assert_usage_error(run_main("compare-kernel", images[0], "--set", knob), needle)

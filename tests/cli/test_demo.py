@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from .conftest import PAGE, assert_usage_error, run_cli, run_cli_on_a_terminal
+from .conftest import PAGE, assert_usage_error, run_cli, run_cli_on_a_terminal, run_main
 
 SMALL = ["--guests", "3", "--guest-size", "2MiB"]
 
@@ -160,4 +160,4 @@ def test_not_settled_is_exit_1():
     (["--max-full-scans", "0"], "max_full_scans must be at least 1"),
 ])
 def test_bad_input(args, needle):
-    assert_usage_error(run_cli("demo", *args), needle)
+    assert_usage_error(run_main("demo", *args), needle)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from . import elfcore
-from .conftest import PAGE, assert_usage_error, run_cli
+from .conftest import PAGE, assert_usage_error, run_cli, run_main
 from .engine_check import assert_run_matches, engine_truth
 
 rng = random.Random(3)
@@ -106,7 +106,7 @@ def test_text_report_notes(tmp_path):
 ])
 def test_not_a_core_file(tmp_path, make, needle):
     path = make(tmp_path)
-    assert_usage_error(run_cli("estimate", "--core", path), str(path), needle)
+    assert_usage_error(run_main("estimate", "--core", path), str(path), needle)
 
 
 def _file(path, data):
@@ -120,17 +120,17 @@ def test_an_executable_is_not_a_core(tmp_path):
     assert_usage_error(r, exe, "an ELF file of type ET_", "not a core file")
     path = tmp_path / "exec"
     write(path, etype=elfcore.ET_EXEC)
-    assert_usage_error(run_cli("estimate", "--core", path), "type ET_EXEC, not a core file")
+    assert_usage_error(run_main("estimate", "--core", path), "type ET_EXEC, not a core file")
 
 
 def test_truncated_core(tmp_path):
     path = tmp_path / "core"
     write(path, cut=PAGE)
-    assert_usage_error(run_cli("estimate", "--core", path), "truncated core file",
+    assert_usage_error(run_main("estimate", "--core", path), "truncated core file",
                        "ends at byte")
 
 
 def test_core_without_anonymous_memory(tmp_path):
     path = tmp_path / "core"
     write(path, segs=[elfcore.Segment(0x400000, FILE, elfcore.PF_R)])
-    assert_usage_error(run_cli("estimate", "--core", path), "holds no anonymous memory")
+    assert_usage_error(run_main("estimate", "--core", path), "holds no anonymous memory")

@@ -9,7 +9,7 @@ import pytest
 
 from ksm_engine.apps import estimate as est
 
-from .conftest import PAGE, assert_usage_error, run_cli
+from .conftest import PAGE, assert_usage_error, run_cli, run_main
 from .engine_check import assert_run_matches, engine_truth
 
 rng = random.Random(5)
@@ -118,26 +118,14 @@ def test_streams_in_chunks_without_a_second_copy(tmp_path):
     assert [r["zero_pages"] for r in results] == [1024, 1024]
 
 
-def _file(directory, name, data):
-    path = directory / name
-    path.write_bytes(data)
-    return path
-
-
-@pytest.mark.parametrize("make,needle", [
-    (lambda d: d / "missing.img", "no such file"),
-    (lambda d: _file(d, "empty.img", b""), "empty file"),
-    (lambda d: _file(d, "odd.img", b"x" * 5000), "size 5000 is not a multiple of the page size 4096"),
-    (lambda d: d, "is a directory"),
-])
-def test_bad_image(tmp_path, make, needle):
-    path = make(tmp_path)
-    assert_usage_error(run_cli("estimate", "--image", path), str(path), needle)
+def test_bad_image(bad_image):
+    path, words = bad_image
+    assert_usage_error(run_main("estimate", "--image", path), str(path), words)
 
 
 def test_the_first_bad_source_is_named(images, tmp_path):
     a, _ = images
-    assert_usage_error(run_cli("estimate", "--image", a, "--image", tmp_path / "nope.img"),
+    assert_usage_error(run_main("estimate", "--image", a, "--image", tmp_path / "nope.img"),
                        "nope.img: no such file")
 
 
@@ -156,7 +144,7 @@ def test_the_first_bad_source_is_named(images, tmp_path):
 def test_bad_arguments(images, args, needle):
     a, _ = images
     srcs = ["--image", a] if args else []
-    assert_usage_error(run_cli("estimate", *srcs, *args), needle)
+    assert_usage_error(run_main("estimate", *srcs, *args), needle)
 
 
 def test_not_settled_is_exit_1(images):

@@ -25,7 +25,7 @@ import pytest
 from ksm_engine.apps import estimate as est
 
 from . import children
-from .conftest import PAGE, ROOT, assert_usage_error, run_cli
+from .conftest import PAGE, ROOT, assert_usage_error, run_cli, run_main
 from .engine_check import assert_run_matches, engine_truth
 
 rng = random.Random(11)
@@ -175,13 +175,13 @@ def _free_pid():
 def test_pid_that_does_not_exist():
     pid = _free_pid()
     assert not os.path.exists(f"/proc/{pid}")
-    assert_usage_error(run_cli("estimate", "--pid", pid), f"--pid {pid}: no such process")
+    assert_usage_error(run_main("estimate", "--pid", pid), f"--pid {pid}: no such process")
 
 
 @pytest.mark.parametrize("text,needle", [("0", "not a process id"), ("-5", "not a process id"),
                                          ("abc", "'abc': not a process id")])
 def test_pid_that_is_not_a_pid(text, needle):
-    assert_usage_error(run_cli("estimate", f"--pid={text}"), needle)
+    assert_usage_error(run_main("estimate", f"--pid={text}"), needle)
 
 
 def test_estimating_itself_is_refused():

@@ -1,10 +1,12 @@
 """Conventions every command shares: --version, --help with an example,
-usage errors as exit 2 without a traceback."""
+usage errors as exit 2 without a traceback.  The entry point itself
+(`python -m ksm_engine`: --version, no command) runs in a subprocess; the
+argument parsing through main(argv) in this process."""
 import pytest
 
 from ksm_engine import __version__
 
-from .conftest import assert_usage_error, run_cli
+from .conftest import assert_usage_error, run_cli, run_main
 
 COMMANDS = ["demo", "scan", "cmm", "estimate", "compare-kernel"]
 
@@ -16,7 +18,7 @@ def test_version():
 
 
 def test_top_level_help_lists_every_command():
-    r = run_cli("--help")
+    r = run_main("--help")
     assert r.returncode == 0
     for name in COMMANDS:
         assert name in r.stdout
@@ -24,7 +26,7 @@ def test_top_level_help_lists_every_command():
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_has_an_example(name):
-    r = run_cli(name, "--help")
+    r = run_main(name, "--help")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: ksm-engine " + name)
     assert "example" in r.stdout
@@ -38,16 +40,16 @@ def test_no_command_is_a_usage_error():
 
 
 def test_unknown_command():
-    assert_usage_error(run_cli("frobnicate"), "invalid choice")
+    assert_usage_error(run_main("frobnicate"), "invalid choice")
 
 
 @pytest.mark.parametrize("args", [["demo"], ["estimate"], ["compare-kernel", "a.img"]])
 def test_unknown_option(args):
-    assert_usage_error(run_cli(*args, "--bogus"), "unrecognized arguments: --bogus")
+    assert_usage_error(run_main(*args, "--bogus"), "unrecognized arguments: --bogus")
 
 
 def test_compare_kernel_needs_an_image():
-    assert_usage_error(run_cli("compare-kernel"), "required: IMAGE")
+    assert_usage_error(run_main("compare-kernel"), "required: IMAGE")
 
 
 def test_a_command_that_cannot_be_imported_fails_loudly(monkeypatch):

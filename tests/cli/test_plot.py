@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from .conftest import assert_usage_error, run_cli
+from .conftest import assert_usage_error, run_cli, run_main
 
 SMALL = ["--guests", "2", "--guest-size", "1MiB"]
 
@@ -65,4 +65,4 @@ def test_without_plot_matplotlib_is_not_needed():
 ])
 def test_bad_destination(tmp_path, name, needle):
     pytest.importorskip("matplotlib")
-    assert_usage_error(run_cli("demo", *SMALL, "--plot", tmp_path / name), "--plot:", needle)
+    assert_usage_error(run_main("demo", *SMALL, "--plot", tmp_path / name), "--plot:", needle)

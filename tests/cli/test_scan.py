@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from .conftest import PAGE, assert_usage_error, run_cli
+from .conftest import PAGE, assert_usage_error, run_cli, run_main
 
 rng = random.Random(23)
 X = rng.randbytes(PAGE)
@@ -52,20 +52,9 @@ def test_compat_2009(images):
     assert (doc["kernel_pages_allocated"], doc["pages_shared"]) == (2, 14)
 
 
-def _file(directory, name, data):
-    p = directory / name
-    p.write_bytes(data)
-    return p
-
-
-@pytest.mark.parametrize("make,needle", [
-    (lambda d: d / "missing.img", "no such file"),
-    (lambda d: _file(d, "empty.img", b""), "empty file"),
-    (lambda d: _file(d, "odd.img", b"\0" * 100), "size 100 is not a multiple of the page size"),
-    (lambda d: d, "is a directory"),
-])
-def test_bad_image(tmp_path, make, needle):
-    assert_usage_error(run_cli("scan", make(tmp_path)), needle)
+def test_bad_image(bad_image):
+    path, words = bad_image
+    assert_usage_error(run_main("scan", path), str(path), words)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -76,4 +65,4 @@ def test_bad_image(tmp_path, make, needle):
     (["--compat", "1999"], "invalid choice"),
 ])
 def test_bad_arguments(images, args, needle):
-    assert_usage_error(run_cli("scan", images[0], *args), needle)
+    assert_usage_error(run_main("scan", images[0], *args), needle)

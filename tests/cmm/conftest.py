@@ -2,15 +2,17 @@
 
 Every driver a test makes through ``make_driver`` is checked against the
 invariant when the test ends (and again after it is unloaded); tests call
-``check_invariants`` themselves at the points that matter.  The machines
-are small (64 MiB, min_mem_mb 16) so the suite runs in seconds.
+``check_invariants`` themselves at the points that matter.  The machine is
+the root conftest's (64 MiB, its core checked when the test ends, after the
+drivers are unloaded), min_mem_mb 16, so the suite runs in seconds.
 """
 import pytest
 
 from cmm import CmmDriver, Hypervisor, SimClock
-from cmm.hypervisor import PAGE_SIZE
+from ksm_engine import PAGE_SIZE, parse_size
+from tests.conftest import SMALL_RAM
 
-RAM = 64 << 20
+RAM = parse_size(SMALL_RAM)        # the root conftest's ``machine``
 NR_FRAMES = RAM // PAGE_SIZE
 MIN_MEM_MB = 16
 
@@ -65,12 +67,6 @@ def check_counts(drv):
     part = drv.partition
     if part is not None and part.calls["failed_set_active"] == 0:
         assert part.loaned_bytes == (0 if drv.simulate else loaned * PAGE_SIZE)
-
-
-@pytest.fixture
-def machine():
-    from ksm_engine import Machine
-    return Machine(ram=RAM)
 
 
 @pytest.fixture
