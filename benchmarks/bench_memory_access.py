@@ -89,28 +89,33 @@ def test_write_fresh(benchmark, src, machine):
     p.exit()
 
 
-@pytest.mark.benchmark(group="access")
-def test_write_in_place(benchmark, src, machine):
-    _info(benchmark, SIZE)
+@pytest.fixture
+def written(src, machine):
+    """(process, address): a process of ``machine`` with ``src`` written
+    into an area of its own; it exits after the benchmark."""
     p = machine.spawn()
     a = p.mmap(SIZE)
     p.write(a, src)
+    yield p, a
+    p.exit()
+
+
+@pytest.mark.benchmark(group="access")
+def test_write_in_place(benchmark, src, machine, written):
+    _info(benchmark, SIZE)
+    p, a = written
     pfns = p.ptes(a, 4)[0]
     benchmark.pedantic(p.write, args=(a, src), rounds=5, warmup_rounds=1)
     assert p.ptes(a, 4)[0] == pfns                  # no frame changed
     assert machine.used_pages == SIZE // PAGE_SIZE
-    p.exit()
 
 
 @pytest.mark.benchmark(group="access")
-def test_read(benchmark, src, machine):
+def test_read(benchmark, src, written):
     _info(benchmark, SIZE)
-    p = machine.spawn()
-    a = p.mmap(SIZE)
-    p.write(a, src)
+    p, a = written
     out = benchmark.pedantic(p.read, args=(a, SIZE), rounds=5, warmup_rounds=1)
     assert out == src
-    p.exit()
 
 
 def _merged_machine():

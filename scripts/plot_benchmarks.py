@@ -34,6 +34,24 @@ def _size_label(n):
     return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
 
 
+def _save(plt, fig, out, name):
+    """Lays out, writes out/name and closes the figure; returns the path."""
+    fig.tight_layout()
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _label_workloads(ax, names, ylabel, title, legend_size, **ticks):
+    """The x axis of one bar per workload, the y label, title and legend."""
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, **ticks)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+
+
 def plot_vs_kernel(plt, data, out):
     rows = data["rows"]
     sizes = sorted({r["size"] for r in rows})
@@ -51,10 +69,7 @@ def plot_vs_kernel(plt, data, out):
     axes[0][0].set_ylabel("seconds to settle (median)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Settling time, same images, same convergence rule")
-    fig.tight_layout()
-    p1 = os.path.join(out, "settle_vs_kernel.png")
-    fig.savefig(p1, dpi=80)
-    plt.close(fig)
+    p1 = _save(plt, fig, out, "settle_vs_kernel.png")
 
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(sizes)
@@ -65,16 +80,10 @@ def plot_vs_kernel(plt, data, out):
     ax.axhline(5, color="k", linestyle="--", linewidth=1, label="target 5x")
     ax.axhline(data["summary"]["median_ratio"], color="r", linestyle=":", linewidth=1,
                label=f"median {data['summary']['median_ratio']:.2f}x")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("kernel seconds / engine seconds")
-    ax.set_title("How many times faster the engine settles than the kernel")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    p2 = os.path.join(out, "settle_ratio.png")
-    fig.savefig(p2, dpi=80)
-    plt.close(fig)
-    return [p1, p2]
+    _label_workloads(ax, names, "kernel seconds / engine seconds",
+                     "How many times faster the engine settles than the kernel", 8,
+                     rotation=30, ha="right", fontsize=8)
+    return [p1, _save(plt, fig, out, "settle_ratio.png")]
 
 
 def plot_scale(plt, data, out):
@@ -89,16 +98,9 @@ def plot_scale(plt, data, out):
     w = 0.2
     for k, (size_key, what, label) in enumerate(series):
         ax.bar([x + (k - 1.5) * w for x in xs], [r[size_key][what] * 1e9 for r in rows], w, label=label)
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(names, fontsize=8)
-    ax.set_ylabel("ns per page (median)")
-    ax.set_title("Time per page at 256 Ki and 2 Mi pages")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = os.path.join(out, "scale.png")
-    fig.savefig(p, dpi=80)
-    plt.close(fig)
-    return [p]
+    _label_workloads(ax, names, "ns per page (median)", "Time per page at 256 Ki and 2 Mi pages", 7,
+                     fontsize=8)
+    return [_save(plt, fig, out, "scale.png")]
 
 
 def plot_checksum(plt, data, out):
@@ -112,11 +114,7 @@ def plot_checksum(plt, data, out):
     ax.barh(names, gbs)
     ax.set_xlabel("GB/s (median), 64 MiB of random pages")
     ax.set_title("Page checksum: the engine's C against the xxhash package")
-    fig.tight_layout()
-    p = os.path.join(out, "checksum.png")
-    fig.savefig(p, dpi=80)
-    plt.close(fig)
-    return [p]
+    return [_save(plt, fig, out, "checksum.png")]
 
 
 def main(argv=None):

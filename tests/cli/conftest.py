@@ -88,6 +88,14 @@ def assert_usage_error(r, *needles):
         assert n in r.stderr, (n, r.stderr)
 
 
+# --set values every command that takes --set refuses alike (ksm.sysfs
+# apply_knobs, cli.errors.os_error), and what its message says.
+BAD_KNOB_SETS = [
+    (["--set", "bogus=1"], "--set: unknown knob 'bogus' (knobs: pages_to_scan, "),
+    (["--set", "max_page_sharing=1"], "--set: max_page_sharing='1': max_page_sharing must be >= 2 (EINVAL)"),
+]
+
+
 # Image files every command that reads images refuses (exit 2): how to make
 # each in a directory, and what the message says besides the file's name.
 BAD_IMAGES = {

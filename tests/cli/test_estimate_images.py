@@ -9,7 +9,7 @@ import pytest
 
 from ksm_engine.apps import estimate as est
 
-from .conftest import PAGE, assert_usage_error, run_cli, run_main
+from .conftest import BAD_KNOB_SETS, PAGE, assert_usage_error, run_cli, run_main
 from .engine_check import assert_run_matches, engine_truth
 
 rng = random.Random(5)
@@ -129,14 +129,12 @@ def test_the_first_bad_source_is_named(images, tmp_path):
                        "nope.img: no such file")
 
 
-@pytest.mark.parametrize("args,needle", [
+@pytest.mark.parametrize("args,needle", BAD_KNOB_SETS + [
     ([], "give at least one source"),
     (["--pages-to-scan", "0"], "--pages-to-scan must be at least 1"),
     (["--pages-to-scan", "many"], "invalid int value"),
     (["--sleep-millisecs=-1"], "--sleep-millisecs must not be negative"),
     (["--max-full-scans", "0"], "--max-full-scans must be at least 1"),
-    (["--set", "bogus=1"], "unknown knob 'bogus'"),
-    (["--set", "max_page_sharing=1"], "max_page_sharing='1'"),
     (["--set", "smart_scan=maybe"], "(EINVAL)"),
     (["--set", "use_zero_pages=1"], "the estimate sets use_zero_pages itself"),
     (["--set", "pages_to_scan=5"], "the estimate sets pages_to_scan itself"),

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from .conftest import PAGE, assert_usage_error, run_cli, run_main
+from .conftest import BAD_KNOB_SETS, PAGE, assert_usage_error, run_cli, run_main
 
 rng = random.Random(23)
 X = rng.randbytes(PAGE)
@@ -57,9 +57,7 @@ def test_bad_image(bad_image):
     assert_usage_error(run_main("scan", path), str(path), words)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--set", "bogus=1"], "unknown knob"),
-    (["--set", "max_page_sharing=1"], "(EINVAL)"),
+@pytest.mark.parametrize("args,needle", BAD_KNOB_SETS + [
     (["--set", "sleep_millisecs=5"], "sets sleep_millisecs itself"),
     (["--max-full-scans", "0"], "at least 1"),
     (["--compat", "1999"], "invalid choice"),

@@ -21,6 +21,17 @@ def target_kb(drv, kb):
     drv.partition.set_loan_target(kb * 1024)
 
 
+@pytest.fixture
+def ballooned(make_driver, clock):
+    """A driver whose balloon holds 1024 pages (4 MiB): the hypervisor asked
+    for them and the thread has polled once."""
+    drv = make_driver()
+    target_kb(drv, 4096)
+    clock.advance(1)
+    assert drv.loaned_pages.read() == 1024
+    return drv
+
+
 def record_hcalls(part):
     """Wrap the partition's H_PAGE_INIT to record (op, addr, rc)."""
     calls = []
@@ -175,10 +186,8 @@ def test_version_002_exit_undoes_compaction(make_driver):
     assert drv.b_dev_info.inode is None and drv.balloon_mnt is None
 
 
-def test_exit_frees_everything_and_unregisters(make_driver, clock, machine):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_exit_frees_everything_and_unregisters(ballooned, clock, machine):
+    drv = ballooned
     assert drv.loaned_pages.read() == 1024
     thread = drv.cmm_thread_ptr
     drv.unload()
@@ -265,10 +274,8 @@ def test_disable_at_load_starts_no_thread(make_driver, clock):
     assert drv.loaned_pages.read() == 1024
 
 
-def test_disable_1_stops_thread_and_frees_all(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_disable_1_stops_thread_and_frees_all(ballooned, clock):
+    drv = ballooned
     assert drv.loaned_pages.read() == 1024
     thread = drv.cmm_thread_ptr
     drv.params.write("disable", "1\n")
@@ -364,10 +371,8 @@ def test_min_mem_caps_the_loan(make_driver, clock, machine):
     check_invariants(drv)
 
 
-def test_get_mpp_failure_keeps_target(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_get_mpp_failure_keeps_target(ballooned, clock):
+    drv = ballooned
     drv.partition.fail_get_mpp(3)
     target_kb(drv, 0)
     clock.advance(3)
@@ -377,20 +382,16 @@ def test_get_mpp_failure_keeps_target(make_driver, clock):
     assert drv.loaned_pages.read() == 0
 
 
-def test_get_mpp_failure_thread_still_pursues_old_target(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_get_mpp_failure_thread_still_pursues_old_target(ballooned, clock):
+    drv = ballooned
     drv.cmm_free_pages(100)                 # something else deflated
     drv.partition.fail_get_mpp(1)
     clock.advance(1)
     assert drv.loaned_pages.read() == 1024  # back to the unchanged target
 
 
-def test_alloc_short_sets_target_to_count_before(make_driver, clock, machine):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_alloc_short_sets_target_to_count_before(ballooned, clock, machine):
+    drv = ballooned
     # fill every free frame but 100 with a process
     p = machine.spawn(name="hog")
     n = machine.free_pages - 100
@@ -639,10 +640,8 @@ def test_read_only_files(make_driver):
 
 
 # ----------------------------------------------------------------- reboot
-def test_reboot_restart_stops_thread_and_frees(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_reboot_restart_stops_thread_and_frees(ballooned, clock):
+    drv = ballooned
     thread = drv.cmm_thread_ptr
     assert drv.reboot_chain.call_chain(SYS_RESTART) == NOTIFY_DONE
     assert not thread.alive and drv.cmm_thread_ptr is None
@@ -656,10 +655,8 @@ def test_reboot_restart_stops_thread_and_frees(make_driver, clock):
     assert drv.loaned_pages.read() == 1024
 
 
-def test_reboot_other_actions_do_nothing(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+def test_reboot_other_actions_do_nothing(ballooned):
+    drv = ballooned
     drv.reboot_chain.call_chain(SYS_HALT)
     assert drv.loaned_pages.read() == 1024 and drv.cmm_thread_ptr.alive
 

@@ -87,6 +87,36 @@ def dup_machine(compat=None, nprocs=3):
     return m, procs
 
 
+def fault_free_run(compat, scans):
+    """dup_machine(compat) over ``scans`` full scans: (the machine, the
+    counters after each scan)."""
+    m, _ = dup_machine(compat)
+    ref = []
+    for _ in range(scans):
+        m.ksm.full_scan(1)
+        ref.append(counters(m))
+    return m, ref
+
+
+def assert_faults_only_put_off(ref, compat, point, count, what):
+    """For every k in 0..5: the same run as fault_free_run's (whose
+    counters are ``ref``) with fault ``point`` firing ``count`` times after
+    its first k occurrences.  Everything is consistent after every scan,
+    the counters lag the fault-free run's exactly when one of its four
+    occurrences failed (k < 4), and the run ends where the fault-free one
+    ends.  ``what`` names the case in a message, "{}" standing for k."""
+    for after in range(0, 6):
+        m, procs = dup_machine(compat)
+        inject(m, point, after, count)
+        lagged = False
+        for want in ref:
+            m.ksm.full_scan(1)
+            check_system(m, procs)
+            lagged |= counters(m) != want
+        assert counters(m) == ref[-1], what.format(after)
+        assert lagged == (after < 4), what.format(after)
+
+
 def settle(m, procs, passes=6):
     """Full scans, checking everything after each; returns the machine."""
     for _ in range(passes):
@@ -120,22 +150,9 @@ def test_frame_fault_at_every_point_of_the_2009_merges():
     k-th allocation, for every k: that merge is put off (the counters lag
     the fault-free run's), everything stays consistent after each pass, and
     the end state is the fault-free one."""
-    ref_m, _ = dup_machine("2009")
-    ref = []
-    for _ in range(8):
-        ref_m.ksm.full_scan(1)
-        ref.append(counters(ref_m))
+    ref_m, ref = fault_free_run("2009", 8)
     assert ref_m.ksm.stats["kernel_pages_allocated"] == 4
-    for after in range(0, 6):
-        m, procs = dup_machine("2009")
-        inject(m, lib.KE_FAULT_FRAME_ALLOC, after, 1)
-        lagged = False
-        for want in ref:
-            m.ksm.full_scan(1)
-            check_system(m, procs)
-            lagged |= counters(m) != want
-        assert counters(m) == ref[-1], f"fault after {after} allocations"
-        assert lagged == (after < 4), f"fault after {after} allocations"
+    assert_faults_only_put_off(ref, "2009", lib.KE_FAULT_FRAME_ALLOC, 1, "fault after {} allocations")
 
 
 @pytest.mark.parametrize("compat", [None, "2009"])
@@ -161,22 +178,10 @@ def test_stable_insert_failure_at_every_point(compat):
     failing the k-th insertion (and the one after) for every k puts those
     merges off, keeps everything consistent, and ends where the fault-free
     run ends."""
-    ref_m, _ = dup_machine(compat)
-    ref = []
-    for _ in range(10):
-        ref_m.ksm.full_scan(1)
-        ref.append(counters(ref_m))
+    ref_m, ref = fault_free_run(compat, 10)
     assert len(ref_m.ksm.stable_nodes()) == 4
-    for after in range(0, 6):
-        m, procs = dup_machine(compat)
-        inject(m, lib.KE_FAULT_STABLE_INSERT, after, 2)
-        lagged = False
-        for want in ref:
-            m.ksm.full_scan(1)
-            check_system(m, procs)
-            lagged |= counters(m) != want
-        assert counters(m) == ref[-1], f"stable insert failing after {after}"
-        assert lagged == (after < 4), f"stable insert failing after {after}"
+    assert_faults_only_put_off(ref, compat, lib.KE_FAULT_STABLE_INSERT, 2,
+                               "stable insert failing after {}")
 
 
 @pytest.mark.parametrize("compat", [None, "2009"])
