@@ -49,12 +49,18 @@ def test_kstrtoul_rejects(s):
     assert _errno(kstrtoul, s, 0) == errno.EINVAL
 
 
-@pytest.mark.parametrize("s,v", [("10", 10), ("+10", 10), ("010", 10), ("10\n", 10)])
+# Base 10, as every KSM knob parses (tests/kernel/test_knob_parsing.py
+# drives these tables through sleep_millisecs).
+KSTRTOULL_BASE10 = [("10", 10), ("+10", 10), ("010", 10), ("10\n", 10), ("4294967295", 4294967295)]
+KSTRTOULL_BASE10_REJECTS = ["0x10", "1e3", "10 ", " 10", "-0", "+", "++1", "1\n\n", "x"]
+
+
+@pytest.mark.parametrize("s,v", KSTRTOULL_BASE10)
 def test_kstrtoull_base10(s, v):
     assert kstrtoull(s, 10) == v
 
 
-@pytest.mark.parametrize("s", ["0x10", "1e3", "10 ", " 10", "-0"])
+@pytest.mark.parametrize("s", KSTRTOULL_BASE10_REJECTS)
 def test_kstrtoull_base10_rejects(s):
     assert _errno(kstrtoull, s, 10) == errno.EINVAL
 
@@ -91,19 +97,24 @@ def test_kstrtoll_range():
     assert _errno(kstrtoll, str(LONG_MIN - 1), 10) == errno.ERANGE
 
 
-# lib/kstrtox.c kstrtobool: the first character, or 'o' and the second.
-@pytest.mark.parametrize("s,v", [
+# lib/kstrtox.c kstrtobool: the first character, or 'o' and the second
+# (tests/kernel/test_knob_parsing.py drives these tables through smart_scan).
+KSTRTOBOOL = [
     ("Y", True), ("y", True), ("1", True), ("on", True), ("oN", True), ("t", True), ("T", True),
     ("true", True), ("yes", True), ("e", True), ("E", True), ("enable", True), ("ye", True),
     ("N", False), ("0", False), ("off", False), ("of", False), ("n\n", False), ("f", False),
     ("F", False), ("false", False), ("no", False), ("d", False), ("D", False), ("disable", False),
     ("nonsense", False), ("Of", False),
-])
+]
+KSTRTOBOOL_REJECTS = ["", "x", "o", "2", "oX", "\n", "-1", " y", "O\n"]
+
+
+@pytest.mark.parametrize("s,v", KSTRTOBOOL)
 def test_kstrtobool(s, v):
     assert kstrtobool(s) is v
 
 
-@pytest.mark.parametrize("s", ["", "x", "o", "2", "oX", "\n", "-1", " y", "O\n"])
+@pytest.mark.parametrize("s", KSTRTOBOOL_REJECTS)
 def test_kstrtobool_rejects(s):
     assert _errno(kstrtobool, s) == errno.EINVAL
 

@@ -5,8 +5,10 @@ import errno
 import pytest
 
 from ksm_engine import Machine
-
 from ksm_engine.apps import kernel_peer
+from ksm_engine.kstrtox import kstrtobool, kstrtouint
+from tests.core.test_kstrtox import (KSTRTOBOOL, KSTRTOBOOL_REJECTS, KSTRTOULL_BASE10,
+                                     KSTRTOULL_BASE10_REJECTS)
 
 CASES = {
     "pages_to_scan": ["100", "+100", "-1", " 100", "100 ", "100\n", "100\n\n", "0x10",
@@ -66,3 +68,29 @@ def test_readonly_counters_match_kernel():
         assert e.value.errno == errno.EACCES
         with pytest.raises(PermissionError):
             kernel_peer.write_knob(name, "1")
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name,parse,accepted,rejected", [
+    ("smart_scan", kstrtobool, KSTRTOBOOL, KSTRTOBOOL_REJECTS),
+    ("sleep_millisecs", lambda s: kstrtouint(s, 10), KSTRTOULL_BASE10, KSTRTOULL_BASE10_REJECTS),
+])
+def test_kstrtox_tables_are_the_kernels(name, parse, accepted, rejected):
+    """The fixed tables of tests/core/test_kstrtox.py written to the knob
+    whose store function parses with that function (kstrtobool;
+    kstrtouint, base 10): the kernel takes each accepted text and reads
+    back the parser's value, and refuses each rejected one with EINVAL
+    (both stores turn every parse error into EINVAL).  The empty text is
+    left out: a write of no bytes never reaches the store function."""
+    with kernel_peer.kernel_ksm():
+        kernel_peer.write_knob("run", "0")
+        for text, value in accepted:
+            kernel_peer.write_knob(name, text)
+            assert kernel_peer.read_knob(name) == str(int(value)), text
+            assert parse(text) == value
+        for text in rejected:
+            if text == "":
+                continue
+            assert _kernel_write(name, text)[0] == "EINVAL", text
+            with pytest.raises(OSError):
+                parse(text)
