@@ -79,7 +79,7 @@ def world():
 
 def counts(m):
     c = ffi.new("struct ke_mem_counts *")
-    assert lib.ke_machine_counts(m._m, c) == 0
+    assert lib.ke_machine_counts(m.ke_machine, c) == 0
     return (c.nr_frames, c.free_frames, c.used_frames, c.balloon_frames, c.ksm_frames)
 
 
@@ -161,13 +161,13 @@ def test_machine_out_pointers_null(world):
 
     def run():
         return [
-            lib.ke_machine_counts(m._m, NULL),
-            lib.ke_balloon_frame_alloc(m._m, NULL),
-            lib.ke_mm_new(m._m, NULL),
-            lib.ke_ksm_configure(m._m, NULL),
-            lib.ke_ksm_get_stats(m._m, NULL),
-            lib.ke_ksm_scan_mm(m._m, p.mm, NULL, 0, 0, 1, 0, NULL),
-            lib.ke_mm_stat(m._m, p.mm, NULL),
+            lib.ke_machine_counts(m.ke_machine, NULL),
+            lib.ke_balloon_frame_alloc(m.ke_machine, NULL),
+            lib.ke_mm_new(m.ke_machine, NULL),
+            lib.ke_ksm_configure(m.ke_machine, NULL),
+            lib.ke_ksm_get_stats(m.ke_machine, NULL),
+            lib.ke_ksm_scan_mm(m.ke_machine, p.mm, NULL, 0, 0, 1, 0, NULL),
+            lib.ke_mm_stat(m.ke_machine, p.mm, NULL),
             intact(m, p, a),
         ]
     assert isolated(run) == [EINVAL] * 7 + [True]
@@ -179,14 +179,14 @@ def test_balloon_free_of_frames_it_does_not_hold(world, pfn):
     m, p, a, _ = world
 
     def run():
-        return lib.ke_balloon_frame_free(m._m, pfn), intact(m, p, a)
+        return lib.ke_balloon_frame_free(m.ke_machine, pfn), intact(m, p, a)
     assert isolated(run) == (EINVAL, True)
 
 
 @pytest.mark.parametrize("point", [-1, lib.KE_FAULT_NR, 1 << 30, -(1 << 31)])
 def test_fault_inject_bad_point(world, point):
     m, p, a, _ = world
-    assert isolated(lambda: (lib.ke_fault_inject(m._m, point, 0, 1), intact(m, p, a))) == (EINVAL, True)
+    assert isolated(lambda: (lib.ke_fault_inject(m.ke_machine, point, 0, 1), intact(m, p, a))) == (EINVAL, True)
 
 
 def test_check_with_null_or_short_message_buffers(world):
@@ -194,8 +194,8 @@ def test_check_with_null_or_short_message_buffers(world):
 
     def run():
         one = ffi.new("char[]", 1)
-        return [lib.ke_ksm_check(m._m, NULL, 0), lib.ke_ksm_check(m._m, NULL, 100),
-                lib.ke_ksm_check(m._m, one, 0), lib.ke_ksm_check(m._m, one, 1), intact(m, p, a)]
+        return [lib.ke_ksm_check(m.ke_machine, NULL, 0), lib.ke_ksm_check(m.ke_machine, NULL, 100),
+                lib.ke_ksm_check(m.ke_machine, one, 0), lib.ke_ksm_check(m.ke_machine, one, 1), intact(m, p, a)]
     assert isolated(run) == [0, 0, 0, 0, True]
 
 
@@ -206,7 +206,7 @@ def test_configure_rejects_max_page_sharing_below_two(world):
         rcs = []
         for mps in (0, 1):
             cfg = ffi.new("struct ke_ksm_config *", {"max_page_sharing": mps})
-            rcs.append(lib.ke_ksm_configure(m._m, cfg))
+            rcs.append(lib.ke_ksm_configure(m.ke_machine, cfg))
         return rcs, intact(m, p, a)
     assert isolated(run) == ([EINVAL, EINVAL], True)
 
@@ -234,20 +234,20 @@ def test_every_mm_call_with_bad_ids_is_esrch(world):
         results = []
         for bad in bad_ids(p, stale):
             results.append([
-                lib.ke_mm_destroy(m._m, bad),
-                lib.ke_mm_fork(m._m, bad, p.mm),
-                lib.ke_mm_fork(m._m, p.mm, bad),
-                lib.ke_mm_write(m._m, bad, a, buf, 16, short),
-                lib.ke_mm_fill(m._m, bad, a, 1, 16, short),
-                lib.ke_mm_read(m._m, bad, a, buf, 16),
-                lib.ke_mm_unmap(m._m, bad, a, PAGE_SIZE),
-                lib.ke_mm_unmerge(m._m, bad, a, PAGE_SIZE, short),
-                lib.ke_mm_drop_rmap_items(m._m, bad, a, PAGE_SIZE),
-                lib.ke_mm_stat(m._m, bad, s),
-                lib.ke_mm_pte(m._m, bad, a, pfn, fl),
-                lib.ke_mm_ptes(m._m, bad, a, 4, pfns, fls),
-                lib.ke_ksm_scan_mm(m._m, bad, rng, 1, 0, 10, 0, out),
-                lib.ke_mm_rmap_items(m._m, bad, 0, items, 4, n, nxt),
+                lib.ke_mm_destroy(m.ke_machine, bad),
+                lib.ke_mm_fork(m.ke_machine, bad, p.mm),
+                lib.ke_mm_fork(m.ke_machine, p.mm, bad),
+                lib.ke_mm_write(m.ke_machine, bad, a, buf, 16, short),
+                lib.ke_mm_fill(m.ke_machine, bad, a, 1, 16, short),
+                lib.ke_mm_read(m.ke_machine, bad, a, buf, 16),
+                lib.ke_mm_unmap(m.ke_machine, bad, a, PAGE_SIZE),
+                lib.ke_mm_unmerge(m.ke_machine, bad, a, PAGE_SIZE, short),
+                lib.ke_mm_drop_rmap_items(m.ke_machine, bad, a, PAGE_SIZE),
+                lib.ke_mm_stat(m.ke_machine, bad, s),
+                lib.ke_mm_pte(m.ke_machine, bad, a, pfn, fl),
+                lib.ke_mm_ptes(m.ke_machine, bad, a, 4, pfns, fls),
+                lib.ke_ksm_scan_mm(m.ke_machine, bad, rng, 1, 0, 10, 0, out),
+                lib.ke_mm_rmap_items(m.ke_machine, bad, 0, items, 4, n, nxt),
             ])
         return results, intact(m, p, a)
     results, ok = isolated(run)
@@ -263,8 +263,8 @@ def test_fork_onto_itself_or_a_used_child(world):
         other = m.spawn()
         o = other.mmap(PAGE_SIZE)
         other.write(o, b"x")
-        return (lib.ke_mm_fork(m._m, p.mm, p.mm),
-                lib.ke_mm_fork(m._m, p.mm, other.mm),      # the child must be fresh
+        return (lib.ke_mm_fork(m.ke_machine, p.mm, p.mm),
+                lib.ke_mm_fork(m.ke_machine, p.mm, other.mm),      # the child must be fresh
                 other.read(o, 1), m.used_pages)
     assert isolated(run) == (ESRCH, EINVAL, b"x", 3)
 
@@ -274,9 +274,9 @@ def test_destroyed_mm_id_stays_dead_until_reused(world):
 
     def run():
         mm = ffi.new("uint32_t *")
-        assert lib.ke_mm_new(m._m, mm) == 0
-        first = lib.ke_mm_destroy(m._m, mm[0])
-        second = lib.ke_mm_destroy(m._m, mm[0])
+        assert lib.ke_mm_new(m.ke_machine, mm) == 0
+        first = lib.ke_mm_destroy(m.ke_machine, mm[0])
+        second = lib.ke_mm_destroy(m.ke_machine, mm[0])
         return first, second, intact(m, p, a)
     assert isolated(run) == (0, ESRCH, True)
 
@@ -300,7 +300,7 @@ def test_read_bounds(world, addr, length, rc):
     def run():
         n = min(length, 16)
         buf = ffi.new("char[]", max(n, 1))
-        got = lib.ke_mm_read(m._m, p.mm, addr, buf, length if rc else n)
+        got = lib.ke_mm_read(m.ke_machine, p.mm, addr, buf, length if rc else n)
         return got, intact(m, p, a)
     assert isolated(run) == (rc, True)
 
@@ -319,9 +319,9 @@ def test_write_and_fill_bounds(world, addr, length, rc):
     def run():
         buf = ffi.new("char[]", 16)
         short = ffi.new("uint64_t *")
-        return (lib.ke_mm_write(m._m, p.mm, addr, buf, length, short),
-                lib.ke_mm_fill(m._m, p.mm, addr, 7, length, short),
-                lib.ke_mm_fill(m._m, p.mm, addr, 7, length, NULL),
+        return (lib.ke_mm_write(m.ke_machine, p.mm, addr, buf, length, short),
+                lib.ke_mm_fill(m.ke_machine, p.mm, addr, 7, length, short),
+                lib.ke_mm_fill(m.ke_machine, p.mm, addr, 7, length, NULL),
                 intact(m, p, a))
     assert isolated(run) == (rc, rc, rc, True)
 
@@ -336,9 +336,9 @@ def test_huge_writes_run_out_of_frames_before_touching_the_buffer(world, length)
     def run():
         buf = ffi.new("char[]", 16)
         short = ffi.new("uint64_t *")
-        rc = lib.ke_mm_write(m._m, p.mm, 0, buf, length, short)
+        rc = lib.ke_mm_write(m.ke_machine, p.mm, 0, buf, length, short)
         missing = short[0]
-        rc2 = lib.ke_mm_fill(m._m, p.mm, 0, 1, length, NULL)
+        rc2 = lib.ke_mm_fill(m.ke_machine, p.mm, 0, 1, length, NULL)
         return rc, missing, rc2, intact(m, p, a)
     rc, missing, rc2, ok = isolated(run)
     assert (rc, rc2, ok) == (ENOMEM, ENOMEM, True)
@@ -353,10 +353,10 @@ def test_null_buffers(world):
     def run():
         short = ffi.new("uint64_t *")
         return [
-            lib.ke_mm_write(m._m, p.mm, a, NULL, 16, short),
-            lib.ke_mm_read(m._m, p.mm, a, NULL, 16),
-            lib.ke_mm_write(m._m, p.mm, a, NULL, 0, short),    # nothing to copy: fine
-            lib.ke_mm_read(m._m, p.mm, a, NULL, 0),
+            lib.ke_mm_write(m.ke_machine, p.mm, a, NULL, 16, short),
+            lib.ke_mm_read(m.ke_machine, p.mm, a, NULL, 16),
+            lib.ke_mm_write(m.ke_machine, p.mm, a, NULL, 0, short),    # nothing to copy: fine
+            lib.ke_mm_read(m.ke_machine, p.mm, a, NULL, 0),
             lib.ke_checksum_pages(NULL, 1, 0, ffi.new("uint32_t[]", 1)),
             lib.ke_checksum_pages(ffi.new("char[]", PAGE_SIZE), 1, 0, NULL),
             intact(m, p, a),
@@ -377,7 +377,7 @@ def test_null_hash_buffers_hash_as_empty():
 @pytest.mark.parametrize("byte", [-1, 256, 1 << 30, -(1 << 31)])
 def test_fill_byte_out_of_range(world, byte):
     m, p, a, _ = world
-    assert isolated(lambda: (lib.ke_mm_fill(m._m, p.mm, a, byte, 16, NULL), intact(m, p, a))) == (EINVAL, True)
+    assert isolated(lambda: (lib.ke_mm_fill(m.ke_machine, p.mm, a, byte, 16, NULL), intact(m, p, a))) == (EINVAL, True)
 
 
 RANGE_CASES = [
@@ -397,10 +397,10 @@ def test_range_calls_reject_bad_ranges(world, addr, length):
 
     def run():
         short = ffi.new("uint64_t *")
-        return ([lib.ke_mm_unmap(m._m, p.mm, addr, length),
-                 lib.ke_mm_unmerge(m._m, p.mm, addr, length, short),
-                 lib.ke_mm_unmerge(m._m, p.mm, addr, length, NULL),
-                 lib.ke_mm_drop_rmap_items(m._m, p.mm, addr, length)],
+        return ([lib.ke_mm_unmap(m.ke_machine, p.mm, addr, length),
+                 lib.ke_mm_unmerge(m.ke_machine, p.mm, addr, length, short),
+                 lib.ke_mm_unmerge(m.ke_machine, p.mm, addr, length, NULL),
+                 lib.ke_mm_drop_rmap_items(m.ke_machine, p.mm, addr, length)],
                 intact(m, p, a))
     assert isolated(run) == ([EINVAL] * 4, True)
 
@@ -412,10 +412,10 @@ def test_range_calls_over_the_whole_address_space(world):
 
     def run():
         short = ffi.new("uint64_t *")
-        r = [lib.ke_mm_unmerge(m._m, p.mm, 0, TOP, short),
-             lib.ke_mm_drop_rmap_items(m._m, p.mm, 0, TOP),
+        r = [lib.ke_mm_unmerge(m.ke_machine, p.mm, 0, TOP, short),
+             lib.ke_mm_drop_rmap_items(m.ke_machine, p.mm, 0, TOP),
              intact(m, p, a),
-             lib.ke_mm_unmap(m._m, p.mm, 0, TOP)]
+             lib.ke_mm_unmap(m.ke_machine, p.mm, 0, TOP)]
         return r, counts(m)
     r, c = isolated(run)
     assert r == [0, 0, True, 0]
@@ -428,7 +428,7 @@ def test_range_calls_over_the_whole_address_space(world):
 ])
 def test_ptes_bad_ranges(world, addr, npages):
     m, p, a, _ = world
-    assert isolated(lambda: (lib.ke_mm_ptes(m._m, p.mm, addr, npages, NULL, NULL),
+    assert isolated(lambda: (lib.ke_mm_ptes(m.ke_machine, p.mm, addr, npages, NULL, NULL),
                              intact(m, p, a))) == (EINVAL, True)
 
 
@@ -438,11 +438,11 @@ def test_ptes_and_pte_with_null_outputs(world):
     def run():
         pfn = ffi.new("uint32_t *")
         fl = ffi.new("uint32_t *")
-        return [lib.ke_mm_ptes(m._m, p.mm, a, 4, NULL, NULL),
-                lib.ke_mm_pte(m._m, p.mm, a + 5, NULL, NULL),
-                lib.ke_mm_pte(m._m, p.mm, a + 5, pfn, fl), fl[0],
-                lib.ke_mm_pte(m._m, p.mm, TOP, pfn, fl),
-                lib.ke_mm_ptes(m._m, p.mm, TOP - PAGE_SIZE, 1, NULL, NULL)]
+        return [lib.ke_mm_ptes(m.ke_machine, p.mm, a, 4, NULL, NULL),
+                lib.ke_mm_pte(m.ke_machine, p.mm, a + 5, NULL, NULL),
+                lib.ke_mm_pte(m.ke_machine, p.mm, a + 5, pfn, fl), fl[0],
+                lib.ke_mm_pte(m.ke_machine, p.mm, TOP, pfn, fl),
+                lib.ke_mm_ptes(m.ke_machine, p.mm, TOP - PAGE_SIZE, 1, NULL, NULL)]
     assert isolated(run) == [0, 0, 0, lib.KE_PTE_PRESENT, EINVAL, 0]
 
 
@@ -465,9 +465,9 @@ def test_scan_rejects_bad_ranges(world, ranges):
     def run():
         rs = ffi.new("struct ke_range[]", [{"start": s, "end": e} for s, e in ranges])
         out = ffi.new("struct ke_scan_out *")
-        rc = lib.ke_ksm_scan_mm(m._m, p.mm, rs, len(ranges), 0, 100, 0, out)
+        rc = lib.ke_ksm_scan_mm(m.ke_machine, p.mm, rs, len(ranges), 0, 100, 0, out)
         st = ffi.new("struct ke_ksm_stats *")
-        lib.ke_ksm_get_stats(m._m, st)
+        lib.ke_ksm_get_stats(m.ke_machine, st)
         return rc, st.rmap_items, st.pages_scanned, intact(m, p, a)
     assert isolated(run) == (EINVAL, 0, 0, True)
 
@@ -477,9 +477,9 @@ def test_scan_with_null_ranges_or_many_of_them(world):
 
     def run():
         out = ffi.new("struct ke_scan_out *")
-        return [lib.ke_ksm_scan_mm(m._m, p.mm, NULL, 1, 0, 10, 0, out),
-                lib.ke_ksm_scan_mm(m._m, p.mm, NULL, U32_MAX, 0, 10, 0, out),
-                lib.ke_ksm_scan_mm(m._m, p.mm, NULL, 0, 0, 10, 0, out), out.mm_done,
+        return [lib.ke_ksm_scan_mm(m.ke_machine, p.mm, NULL, 1, 0, 10, 0, out),
+                lib.ke_ksm_scan_mm(m.ke_machine, p.mm, NULL, U32_MAX, 0, 10, 0, out),
+                lib.ke_ksm_scan_mm(m.ke_machine, p.mm, NULL, 0, 0, 10, 0, out), out.mm_done,
                 intact(m, p, a)]
     assert isolated(run) == [EINVAL, EINVAL, 0, 1, True]
 
@@ -493,8 +493,8 @@ def test_scan_cursor_and_budget_extremes(world, cursor, budget):
     def run():
         rs = ffi.new("struct ke_range *", {"start": a, "end": a + 8 * PAGE_SIZE})
         out = ffi.new("struct ke_scan_out *")
-        assert lib.ke_ksm_begin_pass(m._m, 1) == 0
-        rc = lib.ke_ksm_scan_mm(m._m, p.mm, rs, 1, cursor, budget, 0, out)
+        assert lib.ke_ksm_begin_pass(m.ke_machine, 1) == 0
+        rc = lib.ke_ksm_scan_mm(m.ke_machine, p.mm, rs, 1, cursor, budget, 0, out)
         m.check()
         return rc, out.scanned, out.mm_done
     rc, scanned, done = isolated(run)
@@ -516,17 +516,17 @@ def test_rmap_items_and_stable_nodes_paging_bounds(world):
         n = ffi.new("uint32_t *")
         nxt64 = ffi.new("uint64_t *")
         nxt32 = ffi.new("uint32_t *")
-        r = [lib.ke_mm_rmap_items(m._m, p.mm, 0, NULL, 4, n, nxt64),      # NULL out, max > 0
-             lib.ke_mm_rmap_items(m._m, p.mm, 0, items, 4, NULL, nxt64),
-             lib.ke_mm_rmap_items(m._m, p.mm, 0, items, 4, n, NULL),
-             lib.ke_ksm_stable_nodes(m._m, 0, NULL, 4, n, nxt32),
-             lib.ke_ksm_stable_nodes(m._m, 0, nodes, 4, NULL, nxt32),
-             lib.ke_ksm_stable_nodes(m._m, 0, nodes, 4, n, NULL)]
-        ok = [lib.ke_mm_rmap_items(m._m, p.mm, U64_MAX, items, 4, n, nxt64), n[0], nxt64[0],
-              lib.ke_mm_rmap_items(m._m, p.mm, TOP, items, 4, n, nxt64), n[0],
-              lib.ke_mm_rmap_items(m._m, p.mm, 0, NULL, 0, n, nxt64), n[0],
-              lib.ke_ksm_stable_nodes(m._m, U32_MAX, nodes, 4, n, nxt32), n[0], nxt32[0],
-              lib.ke_ksm_stable_nodes(m._m, 0, NULL, 0, n, nxt32), n[0]]
+        r = [lib.ke_mm_rmap_items(m.ke_machine, p.mm, 0, NULL, 4, n, nxt64),      # NULL out, max > 0
+             lib.ke_mm_rmap_items(m.ke_machine, p.mm, 0, items, 4, NULL, nxt64),
+             lib.ke_mm_rmap_items(m.ke_machine, p.mm, 0, items, 4, n, NULL),
+             lib.ke_ksm_stable_nodes(m.ke_machine, 0, NULL, 4, n, nxt32),
+             lib.ke_ksm_stable_nodes(m.ke_machine, 0, nodes, 4, NULL, nxt32),
+             lib.ke_ksm_stable_nodes(m.ke_machine, 0, nodes, 4, n, NULL)]
+        ok = [lib.ke_mm_rmap_items(m.ke_machine, p.mm, U64_MAX, items, 4, n, nxt64), n[0], nxt64[0],
+              lib.ke_mm_rmap_items(m.ke_machine, p.mm, TOP, items, 4, n, nxt64), n[0],
+              lib.ke_mm_rmap_items(m.ke_machine, p.mm, 0, NULL, 0, n, nxt64), n[0],
+              lib.ke_ksm_stable_nodes(m.ke_machine, U32_MAX, nodes, 4, n, nxt32), n[0], nxt32[0],
+              lib.ke_ksm_stable_nodes(m.ke_machine, 0, NULL, 0, n, nxt32), n[0]]
         return r, ok, intact(m, p, a)
     r, ok, fine = isolated(run)
     assert r == [EINVAL] * 6

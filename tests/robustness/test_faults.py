@@ -73,7 +73,7 @@ def counters(m):
 
 
 def inject(m, point, after, count):
-    assert lib.ke_fault_inject(m._m, point, after, count) == 0
+    assert lib.ke_fault_inject(m.ke_machine, point, after, count) == 0
 
 
 DUPS = [pattern_page(1)] * 5 + [pattern_page(4), pattern_page(5)] * 3 + [pattern_page(6)] * 2
