@@ -37,3 +37,16 @@ def unchanged(setup_tuple, before):
     assert snapshot(m, p) == before
     m.check()
 
+
+
+def refused(setup, exc, call, err=None):
+    """call() raises ``exc`` (with errno ``err`` when given) and leaves the
+    setup as it was; returns the exception."""
+    m, p, _, _ = setup
+    before = snapshot(m, p)
+    with pytest.raises(exc) as e:
+        call()
+    if err is not None:
+        assert e.value.errno == err
+    unchanged(setup, before)
+    return e.value

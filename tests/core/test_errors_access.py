@@ -15,7 +15,7 @@ from ksm_engine import (MADV_MERGEABLE, PAGE_SIZE, PR_GET_MEMORY_MERGE,
 from ksm_engine.process import TASK_SIZE
 from tests.conftest import proc_status_kib
 
-from .conftest import snapshot, unchanged
+from .conftest import refused, snapshot, unchanged
 
 
 def outside_ranges(a, b):
@@ -50,23 +50,15 @@ def _range(setup, k):
 def test_write_outside_is_a_segfault_and_changes_nothing(setup, k):
     m, p, _, _ = setup
     addr, length = _range(setup, k)
-    before = snapshot(m, p)
-    with pytest.raises(SegmentationFault) as e:
-        p.write(addr, b"\xee" * length)
-    assert e.value.errno == errno.EFAULT
-    assert isinstance(e.value, OSError)
-    unchanged(setup, before)
+    e = refused(setup, SegmentationFault, lambda: p.write(addr, b"\xee" * length), errno.EFAULT)
+    assert isinstance(e, OSError)
 
 
 @pytest.mark.parametrize("k", _outside_cases())
 def test_fill_outside_is_a_segfault_and_changes_nothing(setup, k):
     m, p, _, _ = setup
     addr, length = _range(setup, k)
-    before = snapshot(m, p)
-    with pytest.raises(SegmentationFault) as e:
-        p.fill(addr, 0xEE, length)
-    assert e.value.errno == errno.EFAULT
-    unchanged(setup, before)
+    refused(setup, SegmentationFault, lambda: p.fill(addr, 0xEE, length), errno.EFAULT)
 
 
 @pytest.mark.parametrize("k", _outside_cases())
@@ -144,10 +136,7 @@ def test_huge_fill_of_a_huge_area_fails_cleanly(setup):
 @pytest.mark.parametrize("data", ["text", 5, None, 1.5, [1, 2], object(), {b"a": 1}])
 def test_write_data_of_the_wrong_type(setup, data):
     m, p, a, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(TypeError):
-        p.write(a, data)
-    unchanged(setup, before)
+    refused(setup, TypeError, lambda: p.write(a, data))
 
 
 @pytest.mark.parametrize("call", [
@@ -178,20 +167,14 @@ def test_write_data_of_the_wrong_type(setup, data):
 ])
 def test_process_methods_with_wrong_types(setup, call):
     m, p, a, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(TypeError):
-        call(p, a)
-    unchanged(setup, before)
+    refused(setup, TypeError, lambda: call(p, a))
     assert p.prctl(PR_GET_MEMORY_MERGE) == 0
 
 
 @pytest.mark.parametrize("byte", [-1, 256, 1 << 64, -(1 << 64)])
 def test_fill_byte_out_of_range(setup, byte):
     m, p, a, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(ValueError):
-        p.fill(a, byte, 10)
-    unchanged(setup, before)
+    refused(setup, ValueError, lambda: p.fill(a, byte, 10))
 
 
 @pytest.mark.parametrize("call", [
@@ -202,10 +185,7 @@ def test_fill_byte_out_of_range(setup, byte):
 ])
 def test_negative_counts(setup, call):
     m, p, a, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(ValueError):
-        call(p, a)
-    unchanged(setup, before)
+    refused(setup, ValueError, lambda: call(p, a))
 
 
 # --- madvise, prctl, ptes ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from ksm_engine import (MADV_MERGEABLE, MADV_UNMERGEABLE, PAGE_SIZE, PR_GET_MEMO
                         PR_SET_MEMORY_MERGE, Machine, ProcessExited)
 from ksm_engine.process import TASK_SIZE
 
-from .conftest import snapshot, unchanged
+from .conftest import refused, snapshot, unchanged
 
 
 @pytest.mark.parametrize("args, err", [
@@ -59,11 +59,7 @@ def test_madvise_of_unmapped_memory_is_enomem(setup):
 ])
 def test_prctl_bad_arguments_are_einval(setup, args):
     m, p, _, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(OSError) as e:
-        p.prctl(*args)
-    assert e.value.errno == errno.EINVAL
-    unchanged(setup, before)
+    refused(setup, OSError, lambda: p.prctl(*args), errno.EINVAL)
     assert p.prctl(PR_GET_MEMORY_MERGE) == 0
 
 

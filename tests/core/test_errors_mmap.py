@@ -13,16 +13,13 @@ import pytest
 from ksm_engine import PAGE_SIZE
 from ksm_engine.process import TASK_SIZE
 
-from .conftest import NOT_INTS, snapshot, unchanged
+from .conftest import NOT_INTS, refused, snapshot, unchanged
 
 
 @pytest.mark.parametrize("length", NOT_INTS)
 def test_mmap_length_of_the_wrong_type(setup, length):
     m, p, _, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(TypeError):
-        p.mmap(length)
-    unchanged(setup, before)
+    refused(setup, TypeError, lambda: p.mmap(length))
 
 
 @pytest.mark.parametrize("addr", NOT_INTS)
@@ -39,21 +36,13 @@ def test_mmap_addr_of_the_wrong_type(setup, addr):
 @pytest.mark.parametrize("length", [0, -PAGE_SIZE, -1, 1, PAGE_SIZE - 1, PAGE_SIZE + 1, 3 * PAGE_SIZE // 2])
 def test_mmap_bad_length_is_einval(setup, length):
     m, p, _, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(OSError) as e:
-        p.mmap(length)
-    assert e.value.errno == errno.EINVAL
-    unchanged(setup, before)
+    refused(setup, OSError, lambda: p.mmap(length), errno.EINVAL)
 
 
 @pytest.mark.parametrize("addr", [1, PAGE_SIZE + 1, 0x40000000 - 1, -PAGE_SIZE, -1])
 def test_mmap_bad_address_is_einval(setup, addr):
     m, p, _, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(OSError) as e:
-        p.mmap(PAGE_SIZE, addr=addr)
-    assert e.value.errno == errno.EINVAL
-    unchanged(setup, before)
+    refused(setup, OSError, lambda: p.mmap(PAGE_SIZE, addr=addr), errno.EINVAL)
 
 
 def test_mmap_over_an_area_is_eexist(setup):
@@ -73,11 +62,7 @@ def test_mmap_over_an_area_is_eexist(setup):
 ])
 def test_mmap_beyond_the_address_space_is_enomem(setup, length, addr):
     m, p, _, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(OSError) as e:
-        p.mmap(length, addr=addr)
-    assert e.value.errno == errno.ENOMEM
-    unchanged(setup, before)
+    refused(setup, OSError, lambda: p.mmap(length, addr=addr), errno.ENOMEM)
 
 
 @pytest.mark.parametrize("addr, length", [
@@ -106,21 +91,13 @@ def test_munmap_wrong_types(setup, addr, length):
 ])
 def test_munmap_bad_range_is_einval(setup, offset, length):
     m, p, a, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(OSError) as e:
-        p.munmap(a + offset, length)
-    assert e.value.errno == errno.EINVAL
-    unchanged(setup, before)
+    refused(setup, OSError, lambda: p.munmap(a + offset, length), errno.EINVAL)
 
 
 @pytest.mark.parametrize("addr", [-PAGE_SIZE, -(1 << 64), 1 << 64, TASK_SIZE, TASK_SIZE + PAGE_SIZE])
 def test_munmap_bad_address_is_einval(setup, addr):
     m, p, _, _ = setup
-    before = snapshot(m, p)
-    with pytest.raises(OSError) as e:
-        p.munmap(addr, PAGE_SIZE)
-    assert e.value.errno == errno.EINVAL
-    unchanged(setup, before)
+    refused(setup, OSError, lambda: p.munmap(addr, PAGE_SIZE), errno.EINVAL)
 
 
 # --- access outside the areas ------------------------------------------------------------

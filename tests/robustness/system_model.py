@@ -1,35 +1,15 @@
-"""The whole system against a pure-Python reference model (hypothesis): the
-state machine's state.
+"""The state of the system model (test_system_model.py says what it drives
+and checks): the state machine's state, helpers, start, invariant and
+teardown (SystemState).  The rules are mixins by subject
+(system_process_rules.py, system_ksm_balloon_rules.py); test_system_model.py
+composes them (SystemModel) and runs them.
 
-One state machine drives a small Machine (256 frames) with everything at
-once: processes (spawn, mmap, munmap, write, fill, read, fork, exit,
-madvise, prctl), KSM (knob writes including run=2 and the EBUSY ones, scan
-batches, full scans), the CMM balloon driver on a simulated clock (the
-hypervisor's target, thread rounds, H_PAGE_INIT and H_GET_MPP failures,
-OOM, compaction, disable, reboot, hotplug), frames taken and given back
-with Machine.balloon_page_alloc/free directly, and writes that exhaust the
-arena.  Every rule predicts its outcome from the model (EEXIST, EFAULT,
-ENOMEM, EBUSY, EINVAL) or, where it cannot (an ENOMEM that depends on how
-much sharing a write must break), checks the failure was justified and that
-nothing changed.  After every step invariants.check_system() verifies all
-reads, Machine.check(), the KSM counters recomputed from the page tables,
-frame accounting and the hypervisor's record.  Teardown exits everything
-and unloads the driver: every frame must be free again.
-
-Data structures of the machine (SystemModel):
+Data structures of the machine (SystemState):
   m, hv, clock, drv   the system under test (the driver on a SimClock)
   now                 the machine's clock in ms (advanced with the driver's)
   procs               [(Process, ModelProcess)] of the live processes
   direct              pfns taken with m.balloon_page_alloc() and not given back
   serial              counter for unique page contents
-
-Profiles: a short one by default (CI), KSM_ENGINE_LONG=1 for a soak run
-that prints how many steps it ran (docs/robustness.md).
-
-This module holds the state machine's state, helpers, start, invariant and
-teardown (SystemState); the rules are mixins by subject
-(system_process_rules.py, system_ksm_balloon_rules.py), and
-test_system_model.py composes them (SystemModel) and runs them.
 """
 import errno
 

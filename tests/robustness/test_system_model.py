@@ -15,18 +15,12 @@ reads, Machine.check(), the KSM counters recomputed from the page tables,
 frame accounting and the hypervisor's record.  Teardown exits everything
 and unloads the driver: every frame must be free again.
 
-Data structures of the machine (SystemModel):
-  m, hv, clock, drv   the system under test (the driver on a SimClock)
-  now                 the machine's clock in ms (advanced with the driver's)
-  procs               [(Process, ModelProcess)] of the live processes
-  direct              pfns taken with m.balloon_page_alloc() and not given back
-  serial              counter for unique page contents
-
 Profiles: a short one by default (CI), KSM_ENGINE_LONG=1 for a soak run
 that prints how many steps it ran (docs/robustness.md).
 
-The state, helpers, start, invariant and teardown are in system_model.py,
-the rules in system_process_rules.py and system_ksm_balloon_rules.py.
+The state (its data structures listed there), helpers, start, invariant
+and teardown are in system_model.py, the rules in system_process_rules.py
+and system_ksm_balloon_rules.py.
 """
 import json
 import os
