@@ -1,6 +1,8 @@
 """Fixtures and helpers of the core tests.
 
-The bad-input tests (test_errors_*.py) share ``setup`` (a 1 MiB machine with
+The C boundary tests (test_core_boundary_*.py) share ``world`` (a 1 MiB
+machine, an mm with two written pages, a destroyed mm id); their harness is
+boundary.py.  The bad-input tests (test_errors_*.py) share ``setup`` (a 1 MiB machine with
 one process: two areas with data, a gap between) and ``snapshot`` /
 ``unchanged``: everything a failed call must leave as it was, read back."""
 import pytest
@@ -50,3 +52,17 @@ def refused(setup, exc, call, err=None):
         assert e.value.errno == err
     unchanged(setup, before)
     return e.value
+
+
+@pytest.fixture
+def world():
+    """A 1 MiB machine, an mm with two written pages, a destroyed mm id,
+    and the frame counts to compare against."""
+    m = Machine(ram="1MiB")
+    p = m.spawn()
+    a = p.mmap(8 * PAGE_SIZE)
+    p.write(a, b"\x11" * PAGE_SIZE + b"\x22" * PAGE_SIZE)
+    gone = m.spawn()
+    stale = gone.mm
+    gone.exit()
+    return m, p, a, stale
