@@ -27,14 +27,14 @@ KSM_ENGINE_MODEL_EXAMPLES=N runs N examples instead of the CI's 60.
 """
 import errno
 import itertools
-import os
 import random
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ksm_engine import PAGE_SIZE, Machine, SegmentationFault
+from tests.conftest import model_settings
 
 NR_FRAMES = 32
 MAX_PROCS = 5
@@ -386,10 +386,5 @@ class CoreModel(RuleBasedStateMachine):
         m.check()
 
 
-CoreModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("KSM_ENGINE_MODEL_EXAMPLES", "60")),
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+CoreModel.TestCase.settings = model_settings(60)
 TestCoreModel = CoreModel.TestCase
