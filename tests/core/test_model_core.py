@@ -62,6 +62,18 @@ def payload(seed, n):
     return random.Random(seed).randbytes(n)
 
 
+def _fails(op, exc, err, what, success):
+    """op() must raise ``exc`` with errno ``err`` (counted as the hypothesis
+    event ``what``); AssertionError(``success``) if it succeeds."""
+    try:
+        op()
+    except exc as e:
+        assert e.errno == err
+        event(what)
+        return
+    raise AssertionError(success)
+
+
 class CoreModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
@@ -128,23 +140,15 @@ class CoreModel(RuleBasedStateMachine):
         first, last = addr // PAGE_SIZE, (addr + n - 1) // PAGE_SIZE
         covered = addr >= 0 and all(v in pages for v in range(first, last + 1))
         if not covered:
-            try:
-                op()
-            except SegmentationFault as e:
-                assert e.errno == errno.EFAULT
-                event("store: segfault")
-                return
-            raise AssertionError(f"write {addr:#x}+{n} outside the areas succeeded")
+            _fails(op, SegmentationFault, errno.EFAULT, "store: segfault",
+                   f"write {addr:#x}+{n} outside the areas succeeded")
+            return
         need = sum(1 for v in range(first, last + 1)
                    if pages[v].token is None or self._token_shared(pages[v].token, pages, v))
         if need > self.m.free_pages:
-            try:
-                op()
-            except OSError as e:
-                assert e.errno == errno.ENOMEM
-                event("store: out of frames")
-                return
-            raise AssertionError(f"write needing {need} frames with {self.m.free_pages} free succeeded")
+            _fails(op, OSError, errno.ENOMEM, "store: out of frames",
+                   f"write needing {need} frames with {self.m.free_pages} free succeeded")
+            return
         op()
         for v in range(first, last + 1):
             pg = pages[v]

@@ -57,6 +57,16 @@ def set_knobs(m, **knobs):
         m.ksm.sysfs[name] = str(value)
 
 
+def sysfs_store(m, name, text):
+    """A write of ``text`` to KSM's sysfs file ``name``: the value read back
+    (without its newline), or the errno when the write is refused."""
+    try:
+        m.ksm.sysfs[name] = text
+    except OSError as e:
+        return e.errno
+    return m.ksm.sysfs[name].rstrip("\n")
+
+
 def ksm_counts(m, *names):
     """The named counters (default: shared, sharing, unshared, zero pages,
     chains, dups) from m.ksm.stats."""

@@ -30,7 +30,8 @@ import pytest
 from ksm_engine import MADV_UNMERGEABLE, PAGE_SIZE
 from ksm_engine._native import ffi, lib
 
-from .conftest import PTE_KSM, PTE_PRESENT, flags_of, frames_of, map_pages, page, set_knobs, unique_page
+from .conftest import (PTE_KSM, PTE_PRESENT, flags_of, frames_of, map_pages, page, set_knobs, sysfs_store,
+                       unique_page)
 
 SEED_FILES = {"sleep_millisecs": True, "pages_to_scan": True, "run": True, "max_kernel_pages": True,
               "pages_shared": False, "kernel_pages_allocated": False}   # name: writable
@@ -88,12 +89,7 @@ def test_strict_strtoul_stores(m, name, text, want):
     ("4294967296", errno.EINVAL),
 ])
 def test_run_store(m, text, want):
-    try:
-        m.ksm.sysfs["run"] = text
-        got = m.ksm.sysfs["run"].strip()
-    except OSError as e:
-        got = e.errno
-    assert got == want
+    assert sysfs_store(m, "run", text) == want
 
 
 @pytest.mark.parametrize("text,want", [
@@ -102,12 +98,7 @@ def test_run_store(m, text, want):
     ("+7", errno.EINVAL), ("-7", errno.EINVAL), ("7x", errno.EINVAL),
 ])
 def test_max_kernel_pages_store(m, text, want):
-    try:
-        m.ksm.sysfs["max_kernel_pages"] = text
-        got = m.ksm.sysfs["max_kernel_pages"].strip()
-    except OSError as e:
-        got = e.errno
-    assert got == want
+    assert sysfs_store(m, "max_kernel_pages", text) == want
 
 
 def test_pages_shared_is_mappings_minus_ksm_pages(m):
