@@ -1,6 +1,8 @@
 """Helpers of the fault tests (test_faults_*.py): processes with a model,
 a process that takes every free frame, the KSM counters that must come out
-the same, fault injection into the core, and a machine full of duplicates."""
+the same, fault injection into the core, a machine full of duplicates,
+and the sweep of a fault over every position on the way to its settled
+state."""
 from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, Machine
 from ksm_engine._native import lib
 
@@ -65,3 +67,31 @@ def settle(m, procs, passes=6):
     return m
 
 
+def reference_run(compat, passes):
+    """A dup_machine scanned ``passes`` times without faults: the machine
+    and its counters after each full scan."""
+    ref_m, _ = dup_machine(compat)
+    ref = []
+    for _ in range(passes):
+        ref_m.ksm.full_scan(1)
+        ref.append(counters(ref_m))
+    return ref_m, ref
+
+
+def sweep_fault(compat, point, count, ref, what):
+    """For each position k in 0..5: a dup_machine with fault ``point``
+    firing ``count`` times after k events, scanned as the reference run
+    ``ref``; after each pass everything is consistent, the counters lag the
+    reference exactly when k < 4 (four events on the way: the fault puts
+    one off) and end where it ends.  ``what`` names the fault in failures
+    ({after} is k)."""
+    for after in range(0, 6):
+        m, procs = dup_machine(compat)
+        inject(m, point, after, count)
+        lagged = False
+        for want in ref:
+            m.ksm.full_scan(1)
+            check_system(m, procs)
+            lagged |= counters(m) != want
+        assert counters(m) == ref[-1], what.format(after=after)
+        assert lagged == (after < 4), what.format(after=after)

@@ -23,7 +23,7 @@ from ksm_engine import (MADV_MERGEABLE, MADV_UNMERGEABLE, PAGE_SIZE, PR_GET_MEMO
 from ksm_engine._native import lib
 
 from .invariants import check_system
-from .faults import counters, dup_machine, hog_all, inject, settle, spawn_with
+from .faults import counters, dup_machine, hog_all, inject, reference_run, settle, spawn_with, sweep_fault
 from .model import ModelProcess, pattern_page
 
 
@@ -52,22 +52,9 @@ def test_frame_fault_at_every_point_of_the_2009_merges():
     k-th allocation, for every k: that merge is put off (the counters lag
     the fault-free run's), everything stays consistent after each pass, and
     the end state is the fault-free one."""
-    ref_m, _ = dup_machine("2009")
-    ref = []
-    for _ in range(8):
-        ref_m.ksm.full_scan(1)
-        ref.append(counters(ref_m))
+    ref_m, ref = reference_run("2009", 8)
     assert ref_m.ksm.stats["kernel_pages_allocated"] == 4
-    for after in range(0, 6):
-        m, procs = dup_machine("2009")
-        inject(m, lib.KE_FAULT_FRAME_ALLOC, after, 1)
-        lagged = False
-        for want in ref:
-            m.ksm.full_scan(1)
-            check_system(m, procs)
-            lagged |= counters(m) != want
-        assert counters(m) == ref[-1], f"fault after {after} allocations"
-        assert lagged == (after < 4), f"fault after {after} allocations"
+    sweep_fault("2009", lib.KE_FAULT_FRAME_ALLOC, 1, ref, "fault after {after} allocations")
 
 
 @pytest.mark.parametrize("compat", [None, "2009"])
@@ -93,22 +80,9 @@ def test_stable_insert_failure_at_every_point(compat):
     failing the k-th insertion (and the one after) for every k puts those
     merges off, keeps everything consistent, and ends where the fault-free
     run ends."""
-    ref_m, _ = dup_machine(compat)
-    ref = []
-    for _ in range(10):
-        ref_m.ksm.full_scan(1)
-        ref.append(counters(ref_m))
+    ref_m, ref = reference_run(compat, 10)
     assert len(ref_m.ksm.stable_nodes()) == 4
-    for after in range(0, 6):
-        m, procs = dup_machine(compat)
-        inject(m, lib.KE_FAULT_STABLE_INSERT, after, 2)
-        lagged = False
-        for want in ref:
-            m.ksm.full_scan(1)
-            check_system(m, procs)
-            lagged |= counters(m) != want
-        assert counters(m) == ref[-1], f"stable insert failing after {after}"
-        assert lagged == (after < 4), f"stable insert failing after {after}"
+    sweep_fault(compat, lib.KE_FAULT_STABLE_INSERT, 2, ref, "stable insert failing after {after}")
 
 
 @pytest.mark.parametrize("compat", [None, "2009"])
