@@ -22,6 +22,15 @@ def target_kb(drv, kb):
     drv.partition.set_loan_target(kb * 1024)
 
 
+def loaned_driver(make_driver, clock, kb=4096):
+    """A driver (make_driver's defaults) whose thread has had a second to
+    loan ``kb`` KiB."""
+    drv = make_driver()
+    target_kb(drv, kb)
+    clock.advance(1)
+    return drv
+
+
 def record_hcalls(part):
     """Wrap the partition's H_PAGE_INIT to record (op, addr, rc)."""
     calls = []

@@ -10,7 +10,7 @@ from cmm.notifier import (MEM_CANCEL_OFFLINE, MEM_GOING_OFFLINE, MEM_GOING_ONLIN
                           MEM_OFFLINE, MEM_ONLINE, NOTIFY_DONE, NOTIFY_OK, SYS_HALT,
                           SYS_RESTART)
 
-from .conftest import NR_FRAMES, check_invariants, target_kb
+from .conftest import NR_FRAMES, check_invariants, loaned_driver, target_kb
 
 
 # ------------------------------------------------------------------ OOM
@@ -102,9 +102,7 @@ def test_read_only_files(make_driver):
 
 # ----------------------------------------------------------------- reboot
 def test_reboot_restart_stops_thread_and_frees(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     thread = drv.cmm_thread_ptr
     assert drv.reboot_chain.call_chain(SYS_RESTART) == NOTIFY_DONE
     assert not thread.alive and drv.cmm_thread_ptr is None
@@ -119,9 +117,7 @@ def test_reboot_restart_stops_thread_and_frees(make_driver, clock):
 
 
 def test_reboot_other_actions_do_nothing(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     drv.reboot_chain.call_chain(SYS_HALT)
     assert drv.loaned_pages.read() == 1024 and drv.cmm_thread_ptr.alive
 

@@ -7,7 +7,7 @@ import pytest
 from cmm import CmmDriver, Hypervisor, SimClock
 from cmm.notifier import NotifierChain
 
-from .conftest import MIN_MEM_MB, NR_FRAMES, check_invariants, target_kb
+from .conftest import MIN_MEM_MB, NR_FRAMES, check_invariants, loaned_driver, target_kb
 
 
 # --------------------------------------------------------------- init / exit
@@ -151,9 +151,7 @@ def test_version_002_exit_undoes_compaction(make_driver):
 
 
 def test_exit_frees_everything_and_unregisters(make_driver, clock, machine):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     assert drv.loaned_pages.read() == 1024
     thread = drv.cmm_thread_ptr
     drv.unload()
@@ -241,9 +239,7 @@ def test_disable_at_load_starts_no_thread(make_driver, clock):
 
 
 def test_disable_1_stops_thread_and_frees_all(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     assert drv.loaned_pages.read() == 1024
     thread = drv.cmm_thread_ptr
     drv.params.write("disable", "1\n")

@@ -8,8 +8,8 @@ import pytest
 from cmm import CmmDriver, Hypervisor
 from cmm.hypervisor import H_HARDWARE, PAGE_SIZE
 
-from .conftest import (MAX_LOAN, MIN_MEM_MB, MIN_MEM_PAGES, NR_FRAMES, check_invariants, record_hcalls,
-                       target_kb)
+from .conftest import (MAX_LOAN, MIN_MEM_MB, MIN_MEM_PAGES, NR_FRAMES, check_invariants, loaned_driver,
+                       record_hcalls, target_kb)
 
 
 # ---------------------------------------------------------------- the thread
@@ -69,9 +69,7 @@ def test_min_mem_caps_the_loan(make_driver, clock, machine):
 
 
 def test_get_mpp_failure_keeps_target(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     drv.partition.fail_get_mpp(3)
     target_kb(drv, 0)
     clock.advance(3)
@@ -82,9 +80,7 @@ def test_get_mpp_failure_keeps_target(make_driver, clock):
 
 
 def test_get_mpp_failure_thread_still_pursues_old_target(make_driver, clock):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     drv.cmm_free_pages(100)                 # something else deflated
     drv.partition.fail_get_mpp(1)
     clock.advance(1)
@@ -92,9 +88,7 @@ def test_get_mpp_failure_thread_still_pursues_old_target(make_driver, clock):
 
 
 def test_alloc_short_sets_target_to_count_before(make_driver, clock, machine):
-    drv = make_driver()
-    target_kb(drv, 4096)
-    clock.advance(1)
+    drv = loaned_driver(make_driver, clock)
     # fill every free frame but 100 with a process
     p = machine.spawn(name="hog")
     n = machine.free_pages - 100

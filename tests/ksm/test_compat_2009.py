@@ -174,12 +174,18 @@ def test_stable_tree_searched_before_the_checksum(m, machine_factory):
     assert first_scan_merges(machine_factory()) is False   # today: checksum first
 
 
-def test_ksm_page_with_one_mapping_left_stays(m):
+def merged_pair(m, content):
+    """p and q with one page of ``content`` each, merged after two full
+    scans: (p, its address, q, its address, the KSM frame)."""
     p, q = m.spawn(), m.spawn()
-    a = map_pages(p, [page(0x55)])
-    b = map_pages(q, [page(0x55)])
+    a = map_pages(p, [content])
+    b = map_pages(q, [content])
     m.ksm.full_scan(2)
-    k = frames_of(p, a, 1)[0]
+    return p, a, q, b, frames_of(p, a, 1)[0]
+
+
+def test_ksm_page_with_one_mapping_left_stays(m):
+    p, a, q, b, k = merged_pair(m, page(0x55))
     assert counts(m) == (1, 1)
     q.write(b, b"q")
     assert counts(m) == (0, 1)
@@ -196,11 +202,7 @@ def test_ksm_page_with_one_mapping_left_stays(m):
 
 
 def test_ksm_page_left_to_a_fork_child_is_broken(m):
-    p, q = m.spawn(), m.spawn()
-    a = map_pages(p, [page(0x66)])
-    b = map_pages(q, [page(0x66)])
-    m.ksm.full_scan(2)
-    k = frames_of(p, a, 1)[0]
+    p, a, q, b, k = merged_pair(m, page(0x66))
     child = p.fork()                    # maps k, no rmap_item yet
     q.write(b, b"q")
     p.write(a, b"p")                    # k's last rmap_item leaves: out of the tree

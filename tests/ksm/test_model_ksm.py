@@ -66,6 +66,11 @@ class KsmModel(KsmRules):
                 assert mergeable == mp.mergeable[x], (p, hex(x))
             assert bool(p.ksm_stat["ksm_merge_any"]) == mp.merge_any
 
+    def _ksm_state(self):
+        """The machine, its KSM counters and its stable nodes by id."""
+        m = self.m
+        return m, m.ksm.stats, {n["node"]: n for n in m.ksm.stable_nodes()}
+
     @invariant()
     def core_consistent(self):
         if hasattr(self, "m"):
@@ -75,9 +80,7 @@ class KsmModel(KsmRules):
     def ksm_accounting(self):
         if not hasattr(self, "m"):
             return
-        m = self.m
-        stats = m.ksm.stats
-        nodes = {n["node"]: n for n in m.ksm.stable_nodes()}
+        m, stats, nodes = self._ksm_state()
         stable_items = zero_ptes = ksm_ptes = unknown_ksm_ptes = total_items = 0
         ksm_ptes_mergeable = 0
         frames_outside = set()  # KSM frames mapped from areas not VM_MERGEABLE
@@ -198,9 +201,7 @@ class KsmModel2009(KsmModel):
     def ksm_accounting(self):
         if not hasattr(self, "m"):
             return
-        m = self.m
-        stats = m.ksm.stats
-        nodes = {n["node"]: n for n in m.ksm.stable_nodes()}
+        m, stats, nodes = self._ksm_state()
         assert all(n["kind"] == "plain" and n["rmap_hlist_len"] >= 1 for n in nodes.values())
         stable_items = ksm_ptes = total_items = 0
         for p, mp in self.procs:
