@@ -20,6 +20,7 @@ from .buffers import as_bytes, cbuffer, new_bytes, writable_cbuffer
 from .errors import ProcessExited, SegmentationFault
 from .ksm_stat import ksm_stat, ksm_stat_text
 from .validate import int_arg
+
 PAGE_MASK = PAGE_SIZE - 1
 # Where mmap places areas, and the top of the address space (vpn < 2^32).
 MMAP_BASE = 0x10000000

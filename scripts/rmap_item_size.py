@@ -45,10 +45,10 @@ KERNEL_RMAP_ITEM = 64
 def c_struct(text, name):
     """The declaration ``struct name { ... };`` from the header text, with
     pointers made ``void *`` (cffi needs no other type to lay it out)."""
-    m = re.search(r"struct %s \{.*?\n\};" % re.escape(name), text, re.S)
+    m = re.search(rf"struct {re.escape(name)} \{{.*?\n\}};", text, re.DOTALL)
     if not m:
         raise SystemExit(f"struct {name} not found in {INTERNAL_H}")
-    decl = re.sub(r"/\*.*?\*/", "", m.group(0), flags=re.S)
+    decl = re.sub(r"/\*.*?\*/", "", m.group(0), flags=re.DOTALL)
     return re.sub(r"struct \w+ \*", "void *", decl)
 
 
@@ -60,7 +60,7 @@ def c_sizes():
     ffi.cdef(c_struct(text, "ke_rmap_item"))
     ffi.cdef(c_struct(text, "ke_rmap_chunk"))
     shift = re.search(r"#define RC_SHIFT (\w+)", text).group(1)
-    bits = int(re.search(r"#define %s (\d+)" % shift, text).group(1)) if not shift.isdigit() else int(shift)
+    bits = int(shift) if shift.isdigit() else int(re.search(rf"#define {shift} (\d+)", text).group(1))
     return ffi.sizeof("struct ke_rmap_item"), ffi.sizeof("struct ke_rmap_chunk"), 1 << bits
 
 
@@ -92,8 +92,9 @@ def python_sizes():
     record_only = sys.getsizeof(RmapItemRecordOnly())
     mm, neighbour = object(), RmapItem()
     item = RmapItem()
-    values = dict(oldchecksum=0x9E3779B9, prefix=0x7F454C46, left=neighbour, right=None, parent=neighbour,
-                  flags=0x11, seqnr=7, age=1, remaining_skips=0, mm=mm, address=0x7F3A5C2D1000)
+    values = {"oldchecksum": 0x9E3779B9, "prefix": 0x7F454C46, "left": neighbour, "right": None,
+              "parent": neighbour, "flags": 0x11, "seqnr": 7, "age": 1, "remaining_skips": 0, "mm": mm,
+              "address": 0x7F3A5C2D1000}
     for k, v in values.items():
         setattr(item, k, v)
     ints = sum(sys.getsizeof(v) for v in values.values() if _own_int(v))

@@ -234,7 +234,8 @@ class Ksm:
             for a in list(proc.areas.values()):
                 if a.mergeable:
                     m._with_oom_retry(
-                        lambda short, a=a: lib.ke_mm_unmerge(m.ke_machine, proc.mm, a.start, a.end - a.start, short),
+                        lambda short, a=a, mm=proc.mm: lib.ke_mm_unmerge(m.ke_machine, mm, a.start,
+                                                                         a.end - a.start, short),
                         "unmerge")
             check(lib.ke_mm_drop_rmap_items(m.ke_machine, proc.mm, 0, TASK_SIZE))
         check(lib.ke_ksm_remove_all(m.ke_machine), "run=2")
