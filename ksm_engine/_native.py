@@ -27,3 +27,27 @@ def check(rc, what=""):
     if code == errno.EFAULT:
         raise SegmentationFault(message)
     raise OSError(code, message)
+
+
+def batches(call, record_type, cursor_type, batch=4096):
+    """Yields every record of a paged read-only core listing.
+
+    ``call(start, out, batch, n, next)`` is a ``ke_*`` listing (e.g.
+    ke_mm_rmap_items with its machine and mm bound) that fills ``out`` (an
+    array of ``batch`` records of ``record_type``) from cursor ``start``,
+    sets ``n[0]`` to the records filled and ``next[0]`` (a ``cursor_type``)
+    to where the next call starts, 0 at the end; its result goes through
+    check.  A yielded record is a view into ``out``: the caller copies
+    what it needs before asking for the next one.
+    """
+    out = ffi.new(f"{record_type}[]", batch)
+    n = ffi.new("uint32_t *")
+    nxt = ffi.new(f"{cursor_type} *")
+    start = 0
+    while True:
+        check(call(start, out, batch, n, nxt))
+        for i in range(n[0]):
+            yield out[i]
+        if not nxt[0]:
+            return
+        start = nxt[0]

@@ -20,10 +20,17 @@ import itertools
 import threading
 import time
 
-from ._native import check, ffi, lib
+from ._native import PAGE_SIZE, check, ffi, lib
 from .units import parse_size
+from .validate import int_arg
 
-PAGE_SIZE = lib.KE_PAGE_SIZE
+
+def _frame_count(field, doc):
+    """A read-only Machine property: one field of the core's frame counts."""
+    def get(self):
+        with self.lock:
+            return getattr(self._read_counts(), field)
+    return property(get, doc=doc)
 
 
 class Machine:
@@ -45,8 +52,7 @@ class Machine:
         nr_frames = nbytes // PAGE_SIZE
         if nr_frames >= 0xFFFFFFF0:
             raise ValueError(f"ram too large: {ram!r} (at most 16 TiB)")
-        if isinstance(nr_zones, bool) or not isinstance(nr_zones, int):
-            raise TypeError("nr_zones must be an int")
+        int_arg("nr_zones", nr_zones)
         if not 1 <= nr_zones <= nr_frames:
             raise ValueError(f"nr_zones must be between 1 and the number of frames, got {nr_zones}")
         if ksm_compat not in (None, "2009", "6.x"):
@@ -55,7 +61,7 @@ class Machine:
             raise TypeError("clock must be callable (returning milliseconds)")
         out = ffi.new("ke_machine **")
         check(lib.ke_machine_new(nr_frames, out), "cannot create machine")
-        self._m = ffi.gc(out[0], lib.ke_machine_free)
+        self._handle = ffi.gc(out[0], lib.ke_machine_free)  # see ke_machine
         self.nr_frames = nr_frames
         self.nr_zones = nr_zones
         self._managed_delta = 0
@@ -72,6 +78,23 @@ class Machine:
 
         self.ksm = Ksm(self, compat=ksm_compat)
 
+    @property
+    def ke_machine(self):
+        """The C core's machine (a cffi ``ke_machine *``) behind this Machine.
+
+        Internal: for the core's own modules (process, ksm) and for tests
+        that call ``_native.lib`` directly; not part of the public API.
+        Contract:
+          * ownership: the Machine owns it; ffi.gc frees it
+            (ke_machine_free) when the Machine is collected.  The pointer
+            is valid only while the caller holds a reference to the
+            Machine: never keep it past the Machine, never free it;
+          * the core is not thread safe: call lib with ``self.lock`` held;
+          * every ``int`` a ``ke_*`` function returns (0 or -errno) goes
+            through ``_native.check``, the one errno -> exception path.
+        """
+        return self._handle
+
     # --- processes -------------------------------------------------------
 
     def spawn(self, name=None):
@@ -82,7 +105,7 @@ class Machine:
             raise TypeError("name must be a string")
         with self.lock:
             mm = ffi.new("uint32_t *")
-            check(lib.ke_mm_new(self._m, mm), "spawn")
+            check(lib.ke_mm_new(self._handle, mm), "spawn")
             pid = next(self._pids)
             proc = Process(self, pid, mm[0], name or f"proc{pid}")
             self._processes[pid] = proc
@@ -96,8 +119,7 @@ class Machine:
 
     def process(self, pid):
         """The live process with this pid (ProcessLookupError if none)."""
-        if isinstance(pid, bool) or not isinstance(pid, int):
-            raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+        int_arg("pid", pid)
         with self.lock:
             try:
                 return self._processes[pid]
@@ -110,23 +132,12 @@ class Machine:
     # --- frame accounting --------------------------------------------------
 
     def _read_counts(self):
-        check(lib.ke_machine_counts(self._m, self._counts))
+        check(lib.ke_machine_counts(self._handle, self._counts))
         return self._counts
 
-    @property
-    def free_pages(self):
-        with self.lock:
-            return self._read_counts().free_frames
-
-    @property
-    def used_pages(self):
-        with self.lock:
-            return self._read_counts().used_frames
-
-    @property
-    def balloon_pages(self):
-        with self.lock:
-            return self._read_counts().balloon_frames
+    free_pages = _frame_count("free_frames", "Frames on the free list.")
+    used_pages = _frame_count("used_frames", "Frames mapped by processes or holding KSM pages.")
+    balloon_pages = _frame_count("balloon_frames", "Frames a balloon has taken.")
 
     @property
     def totalram_pages(self):
@@ -140,8 +151,7 @@ class Machine:
         above the frames plus the balloon's pages (as in the kernel, a page
         may be given back and counted before the count of its loan has
         been taken: for that moment the count is one above the frames)."""
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError("delta must be an int")
+        int_arg("delta", delta)
         with self.lock:
             slack = self._read_counts().balloon_frames
             if not 0 <= self.nr_frames + self._managed_delta + delta <= self.nr_frames + slack:
@@ -154,22 +164,21 @@ class Machine:
                 self._zone_managed[zone] += delta
             self._managed_delta += delta
 
+    def _zone_arg(self, zone):
+        """zone if it is a zone of this machine (TypeError, ValueError)."""
+        if not 0 <= int_arg("zone", zone) < self.nr_zones:
+            raise ValueError(f"no zone {zone}")
+        return zone
+
     def zone_size(self, zone):
         """Frames in a zone (TypeError / ValueError as zone_managed_pages)."""
-        if isinstance(zone, bool) or not isinstance(zone, int):
-            raise TypeError("zone must be an int")
-        if not 0 <= zone < self.nr_zones:
-            raise ValueError(f"no zone {zone}")
+        zone = self._zone_arg(zone)
         return ((zone + 1) * self.nr_frames // self.nr_zones) - (zone * self.nr_frames // self.nr_zones)
 
     def zone_managed_pages(self, zone):
         """Managed pages of one zone (its frames less what the balloon took
         from it, as adjusted with a pfn)."""
-        if isinstance(zone, bool) or not isinstance(zone, int):
-            raise TypeError("zone must be an int")
-        if not 0 <= zone < self.nr_zones:
-            raise ValueError(f"no zone {zone}")
-        return self._zone_managed[zone]
+        return self._zone_managed[self._zone_arg(zone)]
 
     def meminfo(self):
         """Frame accounting as a dict of ints (pages)."""
@@ -194,22 +203,24 @@ class Machine:
         not called (as __GFP_NORETRY)."""
         with self.lock:
             pfn = ffi.new("uint32_t *")
-            check(lib.ke_balloon_frame_alloc(self._m, pfn), "balloon_page_alloc")
+            check(lib.ke_balloon_frame_alloc(self._handle, pfn), "balloon_page_alloc")
             return pfn[0]
 
     def balloon_page_free(self, pfn):
-        """Gives a balloon frame back to the free list."""
-        if isinstance(pfn, bool) or not isinstance(pfn, int):
-            raise TypeError("pfn must be an int")
+        """Gives a balloon frame back to the free list (ValueError if pfn is
+        not a balloon frame: the core's EINVAL)."""
+        int_arg("pfn", pfn)
         with self.lock:
-            if not 0 <= pfn < self.nr_frames or lib.ke_balloon_frame_free(self._m, pfn):
-                raise ValueError(f"pfn {pfn} is not a balloon frame")
+            # (a pfn outside uint32_t would not even reach the core)
+            rc = lib.ke_balloon_frame_free(self._handle, pfn) if 0 <= pfn < self.nr_frames else -errno.EINVAL
+            try:
+                check(rc, "balloon_page_free")
+            except OSError:
+                raise ValueError(f"pfn {pfn} is not a balloon frame") from None
 
     def page_zone(self, pfn):
         """The zone (0 .. nr_zones-1) a frame belongs to."""
-        if isinstance(pfn, bool) or not isinstance(pfn, int):
-            raise TypeError("pfn must be an int")
-        if not 0 <= pfn < self.nr_frames:
+        if not 0 <= int_arg("pfn", pfn) < self.nr_frames:
             raise ValueError(f"pfn {pfn} out of range")
         # zone z holds [z*nr//nz, (z+1)*nr//nz): the largest z whose start
         # is <= pfn (pfn * nz // nr disagrees when nz does not divide nr)
@@ -261,12 +272,16 @@ class Machine:
 
     def check(self):
         """Recomputes every counter and link of the core from scratch; raises
-        AssertionError naming the first inconsistency.  O(memory): for tests."""
+        AssertionError naming the first inconsistency (the core's EUCLEAN),
+        OSError for any other failure (ENOMEM).  O(memory): for tests."""
         with self.lock:
             buf = ffi.new("char[]", 512)
-            rc = lib.ke_ksm_check(self._m, buf, 512)
-            if rc:
-                raise AssertionError(ffi.string(buf).decode() or f"ke_ksm_check: {rc}")
+            try:
+                check(lib.ke_ksm_check(self._handle, buf, 512), "ke_ksm_check")
+            except OSError as e:
+                if e.errno != errno.EUCLEAN:
+                    raise
+                raise AssertionError(ffi.string(buf).decode() or str(e)) from None
             c = self._read_counts()
             assert c.free_frames + c.used_frames + c.balloon_frames == c.nr_frames
 

@@ -15,10 +15,12 @@ import errno
 
 from sortedcontainers import SortedDict
 
-from ._native import check, ffi, lib
+from ._native import PAGE_SIZE, batches, check, ffi, lib
+from .buffers import as_bytes, cbuffer, new_bytes, writable_cbuffer
 from .errors import ProcessExited, SegmentationFault
+from .ksm_stat import ksm_stat, ksm_stat_text
+from .validate import int_arg
 
-PAGE_SIZE = lib.KE_PAGE_SIZE
 PAGE_MASK = PAGE_SIZE - 1
 # Where mmap places areas, and the top of the address space (vpn < 2^32).
 MMAP_BASE = 0x10000000
@@ -50,49 +52,6 @@ class Area:
 
     def __repr__(self):
         return f"<Area {self.start:#x}-{self.end:#x}{' mergeable' if self.mergeable else ''}>"
-
-
-def _int_arg(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
-
-
-def _buffer(data):
-    """A C view of any bytes-like object (bytes, bytearray, memoryview,
-    array, numpy array); non-contiguous buffers are copied once."""
-    if isinstance(data, str):
-        raise TypeError("data must be bytes-like, not str (encode it first)")
-    try:
-        return ffi.from_buffer(data)
-    except (TypeError, ValueError, BufferError):
-        # TypeError: no buffer interface (tried once more below, to give our
-        # message); ValueError (numpy) / BufferError (memoryview): a buffer
-        # that is not C-contiguous, which tobytes() copies in C order
-        try:
-            return ffi.from_buffer(memoryview(data).tobytes())
-        except TypeError:
-            raise TypeError(f"data must be bytes-like, not {type(data).__name__}") from None
-
-
-def _writable_buffer(buf):
-    """A C view of a writable, C-contiguous buffer (bytearray, memoryview,
-    array, numpy array); TypeError for anything else, as io's readinto."""
-    try:
-        return ffi.from_buffer(buf, require_writable=True)
-    except (TypeError, ValueError, BufferError):
-        raise TypeError("buffer must be a writable, C-contiguous bytes-like object, "
-                        f"not {type(buf).__name__}") from None
-
-
-try:  # one copy on read: fill a fresh bytes object before anyone sees it
-    import ctypes
-
-    _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-    _new_bytes.restype = ctypes.py_object
-    _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-except (ImportError, AttributeError):  # pragma: no cover - not CPython
-    _new_bytes = None
 
 
 class Process:
@@ -153,8 +112,8 @@ class Process:
         return [self.areas[s] for s in self.areas.irange(start, end, inclusive=(True, False))]
 
     def _range_args(self, addr, length, what):
-        addr = _int_arg("addr", addr)
-        length = _int_arg("length", length)
+        addr = int_arg("addr", addr)
+        length = int_arg("length", length)
         if addr & PAGE_MASK or addr < 0:
             raise OSError(errno.EINVAL, f"{what}: address {addr:#x} is not page aligned")
         if length < 0 or length & PAGE_MASK or addr + length > TASK_SIZE:
@@ -168,7 +127,7 @@ class Process:
         """Maps an anonymous private area of ``length`` bytes (a multiple of
         PAGE_SIZE) and returns its address.  With ``addr`` the area goes
         exactly there (EEXIST if that overlaps an area, as MAP_FIXED_NOREPLACE)."""
-        length = _int_arg("length", length)
+        length = int_arg("length", length)
         with self.machine.lock:
             self._check_alive()
             if length <= 0 or length & PAGE_MASK:
@@ -180,7 +139,7 @@ class Process:
                 else:
                     self._next_addr = addr + length + PAGE_SIZE  # a guard gap
             else:
-                addr = _int_arg("addr", addr)
+                addr = int_arg("addr", addr)
                 if addr & PAGE_MASK or addr < 0:
                     raise OSError(errno.EINVAL, f"mmap: bad address {addr:#x}")
                 if addr + length > TASK_SIZE:  # as get_unmapped_area
@@ -191,7 +150,7 @@ class Process:
             area = Area(addr, addr + length, VM_MERGEABLE if self.merge_any else 0)
             self.areas[addr] = area
             if self.merge_any:
-                self.machine.ksm.mm_enter(self)
+                self.machine.ksm._mm_enter(self)
             self._areas_changed()
             return addr
 
@@ -233,11 +192,11 @@ class Process:
                 raise OSError(errno.EINVAL, "munmap: length 0")
             for a in self._areas_in(addr, addr + length):
                 del self.areas[a.start]
-            check(lib.ke_mm_unmap(self.machine._m, self.mm, addr, length), "munmap")
+            check(lib.ke_mm_unmap(self.machine.ke_machine, self.mm, addr, length), "munmap")
             self._areas_changed()
 
     def _areas_changed(self):
-        self.machine.ksm.mm_areas_changed(self)
+        self.machine.ksm._mm_areas_changed(self)
 
     # --- access --------------------------------------------------------------
 
@@ -246,38 +205,39 @@ class Process:
         pages first.  All or nothing: SegmentationFault if any byte is
         outside the areas, OSError(ENOMEM) if frames run out even after the
         OOM notifiers ran."""
-        addr = _int_arg("addr", addr)
-        buf = _buffer(data)
+        addr = int_arg("addr", addr)
+        buf = cbuffer(data)
         n = len(buf)
-        with self.machine.lock:
-            self._check_alive()
-            if n == 0:
-                return
-            self._check_covered(addr, n)
-            m = self.machine
-            m._with_oom_retry(lambda short: lib.ke_mm_write(m._m, self.mm, addr, buf, n, short), "write")
+        self._store(addr, n, "write", lambda ke, short: lib.ke_mm_write(ke, self.mm, addr, buf, n, short))
 
     def fill(self, addr, byte, length):
         """Writes ``length`` copies of ``byte`` (0-255) at addr (like memset)."""
-        addr = _int_arg("addr", addr)
-        byte = _int_arg("byte", byte)
-        length = _int_arg("length", length)
+        addr = int_arg("addr", addr)
+        byte = int_arg("byte", byte)
+        length = int_arg("length", length)
         if not 0 <= byte <= 255:
             raise ValueError(f"byte must be 0..255, got {byte}")
         if length < 0:
             raise ValueError(f"length must not be negative, got {length}")
-        with self.machine.lock:
+        self._store(addr, length, "fill", lambda ke, short: lib.ke_mm_fill(ke, self.mm, addr, byte, length, short))
+
+    def _store(self, addr, length, what, call):
+        """Runs ``call(ke_machine, short)``, a core write of [addr,
+        addr+length) that may return -ENOMEM with nothing changed, with the
+        OOM notifiers' one retry (Machine._with_oom_retry); nothing for
+        length 0, SegmentationFault unless the whole range is mapped."""
+        m = self.machine
+        with m.lock:
             self._check_alive()
             if length == 0:
                 return
             self._check_covered(addr, length)
-            m = self.machine
-            m._with_oom_retry(lambda short: lib.ke_mm_fill(m._m, self.mm, addr, byte, length, short), "fill")
+            m._with_oom_retry(lambda short: call(m.ke_machine, short), what)
 
     def read(self, addr, n):
         """Reads n bytes at addr; pages never written read as zeros."""
-        addr = _int_arg("addr", addr)
-        n = _int_arg("n", n)
+        addr = int_arg("addr", addr)
+        n = int_arg("n", n)
         if n < 0:
             raise ValueError(f"n must not be negative, got {n}")
         with self.machine.lock:
@@ -285,23 +245,20 @@ class Process:
             if n == 0:
                 return b""
             self._check_covered(addr, n)
-            if _new_bytes is not None:
-                out = _new_bytes(None, n)
-            else:  # pragma: no cover
-                out = bytearray(n)
-            check(lib.ke_mm_read(self.machine._m, self.mm, addr, ffi.from_buffer(out), n), "read")
-            return out if isinstance(out, bytes) else bytes(out)
+            out = new_bytes(n)
+            check(lib.ke_mm_read(self.machine.ke_machine, self.mm, addr, ffi.from_buffer(out), n), "read")
+            return as_bytes(out)
 
     def readinto(self, addr, buf):
         """Reads len(buf) bytes at addr into a writable buffer; returns the count."""
-        addr = _int_arg("addr", addr)
-        cbuf = _writable_buffer(buf)
+        addr = int_arg("addr", addr)
+        cbuf = writable_cbuffer(buf)
         n = len(cbuf)
         with self.machine.lock:
             self._check_alive()
             if n:
                 self._check_covered(addr, n)
-                check(lib.ke_mm_read(self.machine._m, self.mm, addr, cbuf, n), "read")
+                check(lib.ke_mm_read(self.machine.ke_machine, self.mm, addr, cbuf, n), "read")
             return n
 
     # --- fork and exit -----------------------------------------------------------
@@ -316,7 +273,7 @@ class Process:
             self._check_alive()
             child = m.spawn(name or f"{self.name}-child")
             try:
-                check(lib.ke_mm_fork(m._m, self.mm, child.mm), "fork")
+                check(lib.ke_mm_fork(m.ke_machine, self.mm, child.mm), "fork")
             except BaseException:
                 child.exit()
                 raise
@@ -324,7 +281,7 @@ class Process:
                 child.areas[s] = Area(a.start, a.end, a.flags)
             child.merge_any = self.merge_any
             child._next_addr = self._next_addr
-            m.ksm.mm_fork(self, child)
+            m.ksm._mm_fork(self, child)
             return child
 
     def exit(self):
@@ -332,8 +289,8 @@ class Process:
         m = self.machine
         with m.lock:
             self._check_alive()
-            m.ksm.mm_exit(self)
-            check(lib.ke_mm_destroy(m._m, self.mm), "exit")
+            m.ksm._mm_exit(self)
+            check(lib.ke_mm_destroy(m.ke_machine, self.mm), "exit")
             self.alive = False
             self.areas.clear()
             m._forget(self)
@@ -346,9 +303,9 @@ class Process:
         EINVAL for an unaligned addr, a negative length or another advice;
         ENOMEM if part of the range is not mapped (the mapped parts are still
         done, as Linux does)."""
-        addr = _int_arg("addr", addr)
-        length = _int_arg("length", length)
-        advice = _int_arg("advice", advice)
+        addr = int_arg("addr", addr)
+        length = int_arg("length", length)
+        advice = int_arg("advice", advice)
         with self.machine.lock:
             self._check_alive()
             if advice not in (MADV_MERGEABLE, MADV_UNMERGEABLE):
@@ -372,13 +329,13 @@ class Process:
                     for a in areas:
                         a.flags |= VM_MERGEABLE
                     if areas:
-                        ksm.mm_enter(self)
+                        ksm._mm_enter(self)
                 else:
                     # area by area, as the kernel: an ENOMEM leaves the areas
                     # before the failing one unmerged and not VM_MERGEABLE
                     for a in areas:
                         if a.mergeable:
-                            ksm.unmerge_range(self, a.start, a.end)
+                            ksm._unmerge_range(self, a.start, a.end)
                             a.flags &= ~VM_MERGEABLE
             finally:
                 self._areas_changed()  # the scan must see the flags as they are
@@ -389,7 +346,7 @@ class Process:
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
         """prctl(2) for PR_SET_MEMORY_MERGE and PR_GET_MEMORY_MERGE."""
         for name, v in (("option", option), ("arg2", arg2), ("arg3", arg3), ("arg4", arg4), ("arg5", arg5)):
-            _int_arg(name, v)
+            int_arg(name, v)
         with self.machine.lock:
             self._check_alive()
             ksm = self.machine.ksm
@@ -401,13 +358,13 @@ class Process:
                         self.merge_any = True
                         for a in self.areas.values():
                             a.flags |= VM_MERGEABLE
-                        ksm.mm_enter(self)
+                        ksm._mm_enter(self)
                 else:
                     if self.merge_any:
                         try:
                             for a in self.areas.values():
                                 if a.mergeable:
-                                    ksm.unmerge_range(self, a.start, a.end)
+                                    ksm._unmerge_range(self, a.start, a.end)
                                     a.flags &= ~VM_MERGEABLE
                         except OSError:
                             # ksm_disable_merge_any(): if unmerging fails the
@@ -426,7 +383,7 @@ class Process:
             raise OSError(errno.EINVAL, f"prctl: unsupported option {option}")
 
     def _mm_stat(self):
-        check(lib.ke_mm_stat(self.machine._m, self.mm, self._stat))
+        check(lib.ke_mm_stat(self.machine.ke_machine, self.mm, self._stat))
         return self._stat
 
     @property
@@ -442,23 +399,15 @@ class Process:
         """/proc/PID/ksm_stat as a dict (counters as ints, flags as YesNo)."""
         with self.machine.lock:
             self._check_alive()
-            s = self._mm_stat()
-            profit = (s.ksm_merging_pages + s.ksm_zero_pages) * PAGE_SIZE - s.ksm_rmap_items * 64
-            return {
-                "ksm_rmap_items": s.ksm_rmap_items,
-                "ksm_zero_pages": s.ksm_zero_pages,
-                "ksm_merging_pages": s.ksm_merging_pages,
-                "ksm_process_profit": profit,
-                "ksm_merge_any": YesNo(self.merge_any),
-                # ksm_process_mergeable(): some VMA is VM_MERGEABLE now (an
-                # mm stays on KSM's list until ksmd next passes it)
-                "ksm_mergeable": YesNo(any(a.flags & VM_MERGEABLE for a in self.areas.values())),
-            }
+            # ksm_mergeable is ksm_process_mergeable(): some VMA is
+            # VM_MERGEABLE now (an mm stays on KSM's list until ksmd next
+            # passes it)
+            return ksm_stat(self._mm_stat(), self.merge_any,
+                            any(a.flags & VM_MERGEABLE for a in self.areas.values()))
 
     def ksm_stat_text(self):
         """/proc/PID/ksm_stat exactly as the kernel prints it."""
-        st = self.ksm_stat
-        return "".join(f"{k}: {v}\n" if isinstance(v, YesNo) else f"{k} {v}\n" for k, v in st.items())
+        return ksm_stat_text(self.ksm_stat)
 
     def rmap_items(self):
         """KSM's rmap_items of this process in address order, as dicts:
@@ -466,31 +415,20 @@ class Process:
         oldchecksum, checksum_valid, age, remaining_skips, seqnr.  For
         inspection; it copies every item, so not for hot paths."""
         states = ("volatile", "unstable", "stable")
-        items = []
         with self.machine.lock:
             self._check_alive()
-            batch = 4096
-            out = ffi.new("struct ke_rmap_info[]", batch)
-            n = ffi.new("uint32_t *")
-            nxt = ffi.new("uint64_t *")
-            start = 0
-            while True:
-                check(lib.ke_mm_rmap_items(self.machine._m, self.mm, start, out, batch, n, nxt))
-                for i in range(n[0]):
-                    o = out[i]
-                    items.append({
-                        "address": o.address, "state": states[o.state], "stable_node": o.stable_node,
-                        "oldchecksum": o.oldchecksum, "checksum_valid": bool(o.checksum_valid),
-                        "age": o.age, "remaining_skips": o.remaining_skips, "seqnr": o.seqnr})
-                if not nxt[0]:
-                    return items
-                start = nxt[0]
+            ke = self.machine.ke_machine
+            return [{"address": o.address, "state": states[o.state], "stable_node": o.stable_node,
+                     "oldchecksum": o.oldchecksum, "checksum_valid": bool(o.checksum_valid),
+                     "age": o.age, "remaining_skips": o.remaining_skips, "seqnr": o.seqnr}
+                    for o in batches(lambda *a: lib.ke_mm_rmap_items(ke, self.mm, *a),
+                                     "struct ke_rmap_info", "uint64_t")]
 
     def ptes(self, addr, npages):
         """(pfns, flags) of npages pages from addr: for tests and inspection.
         flags per page: 0 none, 1 present, 3 present KSM, 4 KSM zero page."""
-        addr = _int_arg("addr", addr)
-        npages = _int_arg("npages", npages)
+        addr = int_arg("addr", addr)
+        npages = int_arg("npages", npages)
         if addr & PAGE_MASK or addr < 0 or npages < 0 or addr + npages * PAGE_SIZE > TASK_SIZE:
             raise OSError(errno.EINVAL, "ptes: bad range")
         if npages > PTES_MAX:  # the lists alone would take tens of GiB
@@ -499,28 +437,5 @@ class Process:
             self._check_alive()
             pfns = ffi.new("uint32_t[]", max(npages, 1))
             flags = ffi.new("uint8_t[]", max(npages, 1))
-            check(lib.ke_mm_ptes(self.machine._m, self.mm, addr, npages, pfns, flags))
+            check(lib.ke_mm_ptes(self.machine.ke_machine, self.mm, addr, npages, pfns, flags))
             return list(pfns)[:npages], list(flags)[:npages]
-
-
-class YesNo(str):
-    """"yes" or "no", as /proc prints a flag, that is also truthy/falsy and
-    equal to the matching bool."""
-
-    def __new__(cls, flag):
-        obj = super().__new__(cls, "yes" if flag else "no")
-        obj._flag = bool(flag)
-        return obj
-
-    def __bool__(self):
-        return self._flag
-
-    def __eq__(self, other):
-        if isinstance(other, bool):
-            return self._flag == other
-        return str.__eq__(self, other)
-
-    def __ne__(self, other):
-        return not self == other
-
-    __hash__ = str.__hash__

@@ -14,7 +14,7 @@
 #    by design (interned objects, static types) so LeakSanitizer is off.
 #    allocator_may_return_null=1 keeps Python's MemoryError paths as they
 #    are (a huge request gets NULL, not an abort).  handle_segv=0 leaves a
-#    plain segfault to the process (tests/core/test_core_boundary.py provokes
+#    plain segfault to the process (tests/core/test_core_boundary_machine.py provokes
 #    one on purpose in a forked child to test its harness; any other one
 #    still fails the run: the test that caused it fails).  Subprocesses
 #    the tests start (the CLI) inherit all of it.

@@ -7,8 +7,14 @@ their own conftest.py for what only they need.
     machine   a 64 MiB Machine (16384 frames), checked (Machine.check and
               the frame identity) when the test ends
     proc      a process spawned on ``machine``
+
+and model_settings(), the hypothesis settings of the core and KSM state
+machines (tests/core/test_model_core.py, tests/ksm/test_model_ksm.py).
 """
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ksm_engine import Machine
 
@@ -21,6 +27,19 @@ def assert_frames_add_up(m):
     info = m.meminfo()
     assert info["free_pages"] + info["used_pages"] + info["balloon_pages"] == info["nr_frames"]
     assert m.free_pages + m.used_pages + m.balloon_pages == m.nr_frames
+
+
+def model_settings(ci_examples):
+    """Settings of a model state machine: ``ci_examples`` runs unless
+    KSM_ENGINE_MODEL_EXAMPLES says otherwise, 40 steps each, no deadline
+    (nothing is timed) and no slow-data health checks (every step re-reads
+    all memory on purpose)."""
+    return settings(
+        max_examples=int(os.environ.get("KSM_ENGINE_MODEL_EXAMPLES", str(ci_examples))),
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def proc_status_kib(field="VmRSS"):

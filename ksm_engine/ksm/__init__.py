@@ -6,14 +6,17 @@
     m.ksm.start(); m.ksm.stop()             # ksmd as a thread
 
 What lives where:
+  ksm.py      class Ksm: the counters, scans, ksmd control, and the internal
+              hooks (_mm_enter, _store_knob, ...) the modules below and
+              process.py call
   knobs.py    the knobs: defaults, the kernel's validation, their effects
   sysfs.py    the attribute files over the knobs and counters
   scanner.py  mm_slot list, scan cursor, ksm_do_scan
   ksmd.py     the ksmd thread
   advisor.py  the scan-time advisor
 and in C (csrc/ksm.c) every per-page step.  Process-side entry points
-(madvise, prctl, fork, exit) are in ksm_engine/process.py and call the
-mm_* methods here.
+(madvise, prctl, fork, exit) are in ksm_engine/process.py and call
+Ksm's internal _mm_* hooks.
 """
 
 from .ksm import COUNTERS_2009, COUNTERS_6X, Ksm

@@ -89,7 +89,7 @@ class Knobs:
             if value == 2 and self._values["run"] != 2:
                 self._values["run"] = 2  # new processes go to the tail meanwhile
                 try:
-                    ksm.unmerge_all()
+                    ksm._unmerge_all()
                 except OSError:
                     self._values["run"] = 0
                     raise
@@ -113,7 +113,7 @@ class Knobs:
             value = int(value)
         self._values[name] = value
         if name in CORE_KNOBS:
-            ksm.apply_config()
+            ksm._apply_config()
 
     def _busy(self):
         """Pages shared, or KSM pages left that could not be removed."""

@@ -1,14 +1,14 @@
 """class Ksm: the KSM of one machine (machine.ksm); the package docstring
 (ksm_engine/ksm/__init__.py) says what lives where."""
 
-from .._native import check, ffi, lib
+from .._native import batches, check, ffi, lib
+from ..ksm_stat import profit
+from ..validate import int_arg
 from . import advisor as _advisor
 from .knobs import Knobs
 from .ksmd import Ksmd
 from .scanner import Scanner
 from .sysfs import KsmSysfs
-
-PAGE_SIZE = lib.KE_PAGE_SIZE
 
 # Counters of today's kernel, in the order `ksm-engine scan` prints them.
 COUNTERS_6X = (
@@ -20,18 +20,18 @@ COUNTERS_6X = (
 COUNTERS_2009 = ("pages_shared", "kernel_pages_allocated")
 
 
-
-def _count_arg(name, value):
-    """A count argument: an int (not a bool) >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return value
-
 class Ksm:
     """The KSM of one machine.  ``compat="2009"`` gives the 2009 behaviour
-    and sysfs interface; the default is today's kernel."""
+    and sysfs interface; the default is today's kernel.
+
+    The public API is the knobs and counters (``sysfs``, ``stats``), the
+    scans (``scan``, ``full_scan``), ksmd (``start``, ``stop``) and the
+    inspection views.  The methods with a leading underscore are the
+    engine's internal hooks, called with the machine lock held by the
+    core's own modules and nothing else: ``_mm_*`` and ``_unmerge_range``
+    by process.py (madvise, prctl, mmap, fork, exit), ``_store_knob`` and
+    ``_advisor_mode_text`` by sysfs.py, ``_apply_config`` and
+    ``_unmerge_all`` by knobs.py, ``_advisor_*_scan`` by scanner.py."""
 
     def __init__(self, machine, compat=None):
         self.machine = machine
@@ -42,7 +42,7 @@ class Ksm:
         self.sysfs = KsmSysfs(self)
         self._ksmd = Ksmd(self)
         self._cstats = ffi.new("struct ke_ksm_stats *")
-        self.apply_config()
+        self._apply_config()
 
     # --- knobs ---------------------------------------------------------------
 
@@ -56,17 +56,17 @@ class Ksm:
     def counter_names(self):
         return COUNTERS_2009 if self.compat_2009 else COUNTERS_6X
 
-    def store_knob(self, name, text):
+    def _store_knob(self, name, text):
         """A sysfs write (see knobs.Knobs.store)."""
         with self.machine.lock:
             self.knobs.store(name, text)
         self._ksmd.wake()
 
-    def advisor_mode_text(self):
+    def _advisor_mode_text(self):
         mode = self.knobs["advisor_mode"]
         return "[none] scan-time" if mode == "none" else "none [scan-time]"
 
-    def apply_config(self):
+    def _apply_config(self):
         """Hands the knobs the per-page path reads to the C core."""
         k = self.knobs
         cfg = ffi.new("struct ke_ksm_config *")
@@ -76,12 +76,12 @@ class Ksm:
         cfg.compat_2009 = int(self.compat_2009)
         cfg.max_kernel_pages = k.get("max_kernel_pages", 0)
         cfg.prune_millisecs = k.get("stable_node_chains_prune_millisecs", 2000)
-        check(lib.ke_ksm_configure(self.machine._m, cfg))
+        check(lib.ke_ksm_configure(self.machine.ke_machine, cfg))
 
     # --- counters --------------------------------------------------------------
 
     def _raw(self):
-        check(lib.ke_ksm_get_stats(self.machine._m, self._cstats))
+        check(lib.ke_ksm_get_stats(self.machine.ke_machine, self._cstats))
         return self._cstats
 
     @property
@@ -110,7 +110,7 @@ class Ksm:
                 "stable_node_chains": s.stable_node_chains,
                 "stable_node_dups": s.stable_node_dups,
                 "ksm_zero_pages": s.ksm_zero_pages,
-                "general_profit": (s.pages_sharing + s.ksm_zero_pages) * PAGE_SIZE - s.rmap_items * 64,
+                "general_profit": profit(s.pages_sharing, s.ksm_zero_pages, s.rmap_items),
                 "rmap_items": s.rmap_items,
             }
 
@@ -120,23 +120,12 @@ class Ksm:
         (rmap_items on it; for a chain, its number of dups), chain (a dup's
         chain).  For inspection, not for hot paths."""
         kinds = {1: "plain", 2: "chain", 3: "dup"}
-        nodes = []
         with self.machine.lock:
-            batch = 4096
-            out = ffi.new("struct ke_stable_info[]", batch)
-            n = ffi.new("uint32_t *")
-            nxt = ffi.new("uint32_t *")
-            start = 0
-            while True:
-                check(lib.ke_ksm_stable_nodes(self.machine._m, start, out, batch, n, nxt))
-                for i in range(n[0]):
-                    o = out[i]
-                    nodes.append({"node": o.node, "kind": kinds[o.kind],
-                                  "kpfn": None if o.kind == 2 else o.kpfn,
-                                  "rmap_hlist_len": o.rmap_hlist_len, "chain": o.chain or None})
-                if not nxt[0]:
-                    return nodes
-                start = nxt[0]
+            ke = self.machine.ke_machine
+            return [{"node": o.node, "kind": kinds[o.kind], "kpfn": None if o.kind == 2 else o.kpfn,
+                     "rmap_hlist_len": o.rmap_hlist_len, "chain": o.chain or None}
+                    for o in batches(lambda *a: lib.ke_ksm_stable_nodes(ke, *a),
+                                     "struct ke_stable_info", "uint32_t")]
 
     def perf_counters(self):
         """Work counters of the core: hashes done and avoided, memcmps, tree
@@ -153,7 +142,7 @@ class Ksm:
         """One ksm_do_scan(n) batch, synchronously: gives up to n pages to
         cmp_and_merge_page (fewer at the end of a full scan).  Returns the
         number scanned."""
-        n = min(_count_arg("n", n), 0xFFFFFFFF)
+        n = min(int_arg("n", n, min=0), 0xFFFFFFFF)
         with self.machine.lock:
             return self.scanner.do_scan(n)
 
@@ -161,7 +150,7 @@ class Ksm:
         """Scans until ``passes`` more full scans have completed; returns
         pages scanned.  Returns early if no process is registered.
         ``passes`` is an int >= 0 (TypeError, ValueError otherwise)."""
-        passes = _count_arg("passes", passes)
+        passes = int_arg("passes", passes, min=0)
         done = 0
         with self.machine.lock:
             target = self.scanner.seqnr + passes
@@ -186,11 +175,11 @@ class Ksm:
 
     # --- advisor (called by the scanner at pass boundaries) --------------------
 
-    def advisor_start_scan(self):
+    def _advisor_start_scan(self):
         if self.knobs.get("advisor_mode") == "scan-time":
             self.advisor.start_scan(self.machine.now_ms(), self.scanner.ksmd_cpu_ns)
 
-    def advisor_stop_scan(self):
+    def _advisor_stop_scan(self):
         if self.knobs.get("advisor_mode") == "scan-time":
             k = self.knobs
             k.set_raw("pages_to_scan", self.advisor.stop_scan(
@@ -203,31 +192,31 @@ class Ksm:
     def is_registered(self, proc):
         return self.scanner.is_registered(proc)
 
-    def mm_enter(self, proc):
+    def _mm_enter(self, proc):
         self.scanner.enter(proc)
         self._ksmd.wake()
 
-    def mm_areas_changed(self, proc):
+    def _mm_areas_changed(self, proc):
         self.scanner.refresh(proc)
 
-    def mm_fork(self, parent, child):
+    def _mm_fork(self, parent, child):
         if self.scanner.is_registered(parent):
             self.scanner.enter(child)
 
-    def mm_exit(self, proc):
+    def _mm_exit(self, proc):
         """Called before the process's mm is destroyed."""
         self.scanner.exit(proc, had_rmap_items=proc._mm_stat().ksm_rmap_items > 0)
 
-    def unmerge_range(self, proc, start, end):
+    def _unmerge_range(self, proc, start, end):
         """Breaks KSM sharing on [start, end) of proc and frees its
         rmap_items there (MADV_UNMERGEABLE, prctl 0).  ENOMEM if frames run
         out even after the OOM notifiers: nothing of the range changed."""
         m = self.machine
-        m._with_oom_retry(lambda short: lib.ke_mm_unmerge(m._m, proc.mm, start, end - start, short),
+        m._with_oom_retry(lambda short: lib.ke_mm_unmerge(m.ke_machine, proc.mm, start, end - start, short),
                           "unmerge")
-        check(lib.ke_mm_drop_rmap_items(m._m, proc.mm, start, end - start))
+        check(lib.ke_mm_drop_rmap_items(m.ke_machine, proc.mm, start, end - start))
 
-    def unmerge_all(self):
+    def _unmerge_all(self):
         """run=2 (unmerge_and_remove_all_rmap_items): breaks every KSM page
         in the VM_MERGEABLE areas of the registered processes and frees
         every rmap_item; exited processes leave the list, the others stay;
@@ -245,8 +234,9 @@ class Ksm:
             for a in list(proc.areas.values()):
                 if a.mergeable:
                     m._with_oom_retry(
-                        lambda short, a=a: lib.ke_mm_unmerge(m._m, proc.mm, a.start, a.end - a.start, short),
+                        lambda short, a=a, mm=proc.mm: lib.ke_mm_unmerge(m.ke_machine, mm, a.start,
+                                                                         a.end - a.start, short),
                         "unmerge")
-            check(lib.ke_mm_drop_rmap_items(m._m, proc.mm, 0, TASK_SIZE))
-        check(lib.ke_ksm_remove_all(m._m), "run=2")
+            check(lib.ke_mm_drop_rmap_items(m.ke_machine, proc.mm, 0, TASK_SIZE))
+        check(lib.ke_ksm_remove_all(m.ke_machine), "run=2")
         self.scanner.reset()

@@ -140,7 +140,7 @@ class Scanner:
                     break
                 slot = self.slots[self.cursor]
                 if not slot.exited:
-                    rc = lib.ke_ksm_scan_mm(m._m, slot.proc.mm, slot.ranges, slot.nranges,
+                    rc = lib.ke_ksm_scan_mm(m.ke_machine, slot.proc.mm, slot.ranges, slot.nranges,
                                             self.address, budget, m.now_ms(), out)
                     scanned += out.scanned
                     budget -= out.scanned
@@ -164,15 +164,15 @@ class Scanner:
             self.ksmd_cpu_ns += time.thread_time_ns() - t0
 
     def _start_pass(self):
-        self.ksm.advisor_start_scan()
-        check(lib.ke_ksm_begin_pass(self.machine._m, self.seqnr & 0xFF))
+        self.ksm._advisor_start_scan()
+        check(lib.ke_ksm_begin_pass(self.machine.ke_machine, self.seqnr & 0xFF))
         self.cursor = 0
         self.address = 0
 
     def _end_pass(self):
         self.cursor = None
         self.address = 0
-        self.ksm.advisor_stop_scan()
+        self.ksm._advisor_stop_scan()
         self.seqnr += 1
 
     def reset(self):

@@ -105,8 +105,8 @@ class KsmSysfs(Mapping):
         k = self._ksm
         return {
             **{name: (lambda name=name: k.stats[name], None) for name in k.counter_names()},
-            **{name: (lambda name=name: k.knobs[name], k.store_knob) for name in k.knob_names()},
-            **({"advisor_mode": (k.advisor_mode_text, k.store_knob)} if "advisor_mode" in k.knob_names() else {}),
+            **{name: (lambda name=name: k.knobs[name], k._store_knob) for name in k.knob_names()},
+            **({"advisor_mode": (k._advisor_mode_text, k._store_knob)} if "advisor_mode" in k.knob_names() else {}),
         }
 
     def __getitem__(self, name):

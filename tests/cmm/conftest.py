@@ -9,12 +9,43 @@ drivers are unloaded), min_mem_mb 16, so the suite runs in seconds.
 import pytest
 
 from cmm import CmmDriver, Hypervisor, SimClock
+from cmm.hypervisor import H_PAGE_SET_LOANED
 from ksm_engine import PAGE_SIZE, parse_size
 from tests.conftest import SMALL_RAM
 
 RAM = parse_size(SMALL_RAM)        # the root conftest's ``machine``
 NR_FRAMES = RAM // PAGE_SIZE
 MIN_MEM_MB = 16
+MIN_MEM_PAGES = MIN_MEM_MB * 256
+MAX_LOAN = NR_FRAMES - MIN_MEM_PAGES          # most the driver may loan
+
+
+def target_kb(drv, kb):
+    """The hypervisor asks the partition to loan ``kb`` KiB."""
+    drv.partition.set_loan_target(kb * 1024)
+
+
+def loaned_driver(make_driver, clock, kb=4096):
+    """A driver (make_driver's defaults) whose thread has had a second to
+    loan ``kb`` KiB."""
+    drv = make_driver()
+    target_kb(drv, kb)
+    clock.advance(1)
+    return drv
+
+
+def record_hcalls(part):
+    """Wrap the partition's H_PAGE_INIT to record (op, addr, rc)."""
+    calls = []
+    orig = part.hcall_page_init
+
+    def rec(flags, addr):
+        rc = orig(flags, addr)
+        calls.append(("L" if flags == H_PAGE_SET_LOANED else "A", addr, rc))
+        return rc
+
+    part.hcall_page_init = rec
+    return calls
 
 
 def expected_hv_record(drv):

@@ -393,13 +393,13 @@ def test_check_counts_an_mm_made_through_the_core():
     p.write(a, b"x" * 4 * PAGE_SIZE)
     m.check()
     mm = ffi.new("uint32_t *")
-    assert lib.ke_mm_new(m._m, mm) == 0
-    assert lib.ke_mm_fork(m._m, p.mm, mm[0]) == 0
+    assert lib.ke_mm_new(m.ke_machine, mm) == 0
+    assert lib.ke_mm_fork(m.ke_machine, p.mm, mm[0]) == 0
     m.check()
     # the parent's write now copies: its frame is shared with the raw mm
     p.write(a, b"y")
     assert m.used_pages == 5
-    assert lib.ke_mm_destroy(m._m, mm[0]) == 0
+    assert lib.ke_mm_destroy(m.ke_machine, mm[0]) == 0
     assert m.used_pages == 4
     assert p.read(a, 2) == b"yx"
     m.check()

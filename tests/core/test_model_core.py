@@ -27,14 +27,14 @@ KSM_ENGINE_MODEL_EXAMPLES=N runs N examples instead of the CI's 60.
 """
 import errno
 import itertools
-import os
 import random
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ksm_engine import PAGE_SIZE, Machine, SegmentationFault
+from tests.conftest import model_settings
 
 NR_FRAMES = 32
 MAX_PROCS = 5
@@ -60,6 +60,18 @@ class Page:
 def payload(seed, n):
     """n pseudo-random bytes (cheaper to draw than st.binary of KiBs)."""
     return random.Random(seed).randbytes(n)
+
+
+def _fails(op, exc, err, what, success):
+    """op() must raise ``exc`` with errno ``err`` (counted as the hypothesis
+    event ``what``); AssertionError(``success``) if it succeeds."""
+    try:
+        op()
+    except exc as e:
+        assert e.errno == err
+        event(what)
+        return
+    raise AssertionError(success)
 
 
 class CoreModel(RuleBasedStateMachine):
@@ -128,23 +140,15 @@ class CoreModel(RuleBasedStateMachine):
         first, last = addr // PAGE_SIZE, (addr + n - 1) // PAGE_SIZE
         covered = addr >= 0 and all(v in pages for v in range(first, last + 1))
         if not covered:
-            try:
-                op()
-            except SegmentationFault as e:
-                assert e.errno == errno.EFAULT
-                event("store: segfault")
-                return
-            raise AssertionError(f"write {addr:#x}+{n} outside the areas succeeded")
+            _fails(op, SegmentationFault, errno.EFAULT, "store: segfault",
+                   f"write {addr:#x}+{n} outside the areas succeeded")
+            return
         need = sum(1 for v in range(first, last + 1)
                    if pages[v].token is None or self._token_shared(pages[v].token, pages, v))
         if need > self.m.free_pages:
-            try:
-                op()
-            except OSError as e:
-                assert e.errno == errno.ENOMEM
-                event("store: out of frames")
-                return
-            raise AssertionError(f"write needing {need} frames with {self.m.free_pages} free succeeded")
+            _fails(op, OSError, errno.ENOMEM, "store: out of frames",
+                   f"write needing {need} frames with {self.m.free_pages} free succeeded")
+            return
         op()
         for v in range(first, last + 1):
             pg = pages[v]
@@ -386,10 +390,5 @@ class CoreModel(RuleBasedStateMachine):
         m.check()
 
 
-CoreModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("KSM_ENGINE_MODEL_EXAMPLES", "60")),
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+CoreModel.TestCase.settings = model_settings(60)
 TestCoreModel = CoreModel.TestCase

@@ -172,10 +172,10 @@ def test_retry_once_with_injected_allocation_failures():
     m.register_oom_notifier(n)
     p = m.spawn()
     a = p.mmap(4 * PAGE_SIZE)
-    assert lib.ke_fault_inject(m._m, lib.KE_FAULT_FRAME_ALLOC, 0, 1) == 0
+    assert lib.ke_fault_inject(m.ke_machine, lib.KE_FAULT_FRAME_ALLOC, 0, 1) == 0
     p.write(a, b"one")
     assert n.calls == 1 and p.read(a, 3) == b"one"
-    assert lib.ke_fault_inject(m._m, lib.KE_FAULT_FRAME_ALLOC, 0, 2) == 0
+    assert lib.ke_fault_inject(m.ke_machine, lib.KE_FAULT_FRAME_ALLOC, 0, 2) == 0
     with pytest.raises(OSError) as e:
         p.write(a + PAGE_SIZE, b"two")
     assert e.value.errno == errno.ENOMEM

@@ -16,6 +16,16 @@ from tests.conftest import proc_status_kib
 MIB = 1 << 20
 
 
+def filled(ram, byte, size):
+    """A machine of ``ram`` with one process whose area of ``size`` bytes
+    is filled with ``byte``: (machine, process, address)."""
+    m = Machine(ram=ram)
+    p = m.spawn()
+    a = p.mmap(size)
+    p.fill(a, byte, size)
+    return m, p, a
+
+
 def test_write_128mib_then_exit_gives_the_memory_back():
     size = 128 * MIB
     m = Machine(ram="192MiB")
@@ -37,10 +47,7 @@ def test_write_128mib_then_exit_gives_the_memory_back():
 
 
 def test_munmap_gives_the_frames_back():
-    m = Machine(ram="64MiB")
-    p = m.spawn()
-    a = p.mmap(32 * MIB)
-    p.fill(a, 0x3C, 32 * MIB)
+    m, p, a = filled("64MiB", 0x3C, 32 * MIB)
     released = m.meminfo()["released_frames"]
     before = proc_status_kib("RssAnon")
     p.munmap(a + 8 * MIB, 16 * MIB)
@@ -58,10 +65,7 @@ def test_munmap_gives_the_frames_back():
 
 
 def test_partial_exit_after_fork_frees_only_private_frames():
-    m = Machine(ram="96MiB")
-    p = m.spawn()
-    a = p.mmap(32 * MIB)
-    p.fill(a, 1, 32 * MIB)
+    m, p, a = filled("96MiB", 1, 32 * MIB)
     c = p.fork()
     c.fill(a, 2, 16 * MIB)                 # 16 MiB of private copies
     before = proc_status_kib("RssAnon")
@@ -121,10 +125,7 @@ def test_ksm_merge_and_cow_break_release_the_frames_they_free():
 def test_released_frames_are_reused_and_read_as_written(how):
     """A frame given back to the OS and taken again holds exactly what its
     new owner writes (no stale data, zeros where nothing was written)."""
-    m = Machine(ram=64 * PAGE_SIZE)
-    p = m.spawn()
-    a = p.mmap(64 * PAGE_SIZE)
-    p.fill(a, 0xFF, 64 * PAGE_SIZE)
+    m, p, a = filled(64 * PAGE_SIZE, 0xFF, 64 * PAGE_SIZE)
     if how == "munmap":
         p.munmap(a, 64 * PAGE_SIZE)
     else:

@@ -19,7 +19,7 @@ inconsistent fails even if its own assertions passed.
 """
 import pytest
 
-from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, Machine
+from ksm_engine import MADV_MERGEABLE, PAGE_SIZE, PR_SET_MEMORY_MERGE, Machine
 
 # ke_mm_ptes() flags (see Process.ptes)
 PTE_NONE, PTE_PRESENT, PTE_KSM, PTE_ZERO = 0, 1, 3, 4
@@ -55,6 +55,39 @@ def set_knobs(m, **knobs):
     """Writes each knob=value to m's sysfs (values as text)."""
     for name, value in knobs.items():
         m.ksm.sysfs[name] = str(value)
+
+
+def scanned_process(m, pages, passes, **knobs):
+    """With these knobs, a process with ``pages`` in one mergeable area,
+    then ``passes`` full scans: (process, its area's address)."""
+    set_knobs(m, **knobs)
+    p = m.spawn()
+    a = map_pages(p, pages)
+    m.ksm.full_scan(passes)
+    return p, a
+
+
+def merge_any_pair(m, p_pages, q_pages, **knobs):
+    """With these knobs: p, merge-any by prctl, with ``p_pages`` in an area
+    it did not madvise; q with ``q_pages`` madvised; two full scans.
+    Returns (p, a, q, b), a and b their areas."""
+    set_knobs(m, **knobs)
+    p, q = m.spawn(), m.spawn()
+    p.prctl(PR_SET_MEMORY_MERGE, 1)
+    a = map_pages(p, p_pages, mergeable=False)
+    b = map_pages(q, q_pages)
+    m.ksm.full_scan(2)
+    return p, a, q, b
+
+
+def sysfs_store(m, name, text):
+    """A write of ``text`` to KSM's sysfs file ``name``: the value read back
+    (without its newline), or the errno when the write is refused."""
+    try:
+        m.ksm.sysfs[name] = text
+    except OSError as e:
+        return e.errno
+    return m.ksm.sysfs[name].rstrip("\n")
 
 
 def ksm_counts(m, *names):

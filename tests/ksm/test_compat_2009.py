@@ -31,7 +31,8 @@ import pytest
 from ksm_engine import MADV_UNMERGEABLE, PAGE_SIZE
 from ksm_engine._native import ffi, lib
 
-from .conftest import PTE_KSM, PTE_PRESENT, flags_of, frames_of, map_pages, page, set_knobs, unique_page
+from .conftest import (PTE_KSM, PTE_PRESENT, flags_of, frames_of, map_pages, page, set_knobs, sysfs_store,
+                       unique_page)
 
 SEED_FILES = {"sleep_millisecs": True, "pages_to_scan": True, "run": True, "max_kernel_pages": True,
               "pages_shared": False, "kernel_pages_allocated": False}   # name: writable
@@ -89,12 +90,7 @@ def test_strict_strtoul_stores(m, name, text, want):
     ("4294967296", errno.EINVAL),
 ])
 def test_run_store(m, text, want):
-    try:
-        m.ksm.sysfs["run"] = text
-        got = m.ksm.sysfs["run"].strip()
-    except OSError as e:
-        got = e.errno
-    assert got == want
+    assert sysfs_store(m, "run", text) == want
 
 
 @pytest.mark.parametrize("text,want", [
@@ -103,12 +99,7 @@ def test_run_store(m, text, want):
     ("+7", errno.EINVAL), ("-7", errno.EINVAL), ("7x", errno.EINVAL),
 ])
 def test_max_kernel_pages_store(m, text, want):
-    try:
-        m.ksm.sysfs["max_kernel_pages"] = text
-        got = m.ksm.sysfs["max_kernel_pages"].strip()
-    except OSError as e:
-        got = e.errno
-    assert got == want
+    assert sysfs_store(m, "max_kernel_pages", text) == want
 
 
 def test_pages_shared_is_mappings_minus_ksm_pages(m):
@@ -184,12 +175,18 @@ def test_stable_tree_searched_before_the_checksum(m, machine_factory):
     assert first_scan_merges(machine_factory()) is False   # today: checksum first
 
 
-def test_ksm_page_with_one_mapping_left_stays(m):
+def merged_pair(m, content):
+    """p and q with one page of ``content`` each, merged after two full
+    scans: (p, its address, q, its address, the KSM frame)."""
     p, q = m.spawn(), m.spawn()
-    a = map_pages(p, [page(0x55)])
-    b = map_pages(q, [page(0x55)])
+    a = map_pages(p, [content])
+    b = map_pages(q, [content])
     m.ksm.full_scan(2)
-    k = frames_of(p, a, 1)[0]
+    return p, a, q, b, frames_of(p, a, 1)[0]
+
+
+def test_ksm_page_with_one_mapping_left_stays(m):
+    p, a, q, b, k = merged_pair(m, page(0x55))
     assert counts(m) == (1, 1)
     q.write(b, b"q")
     assert counts(m) == (0, 1)
@@ -206,11 +203,7 @@ def test_ksm_page_with_one_mapping_left_stays(m):
 
 
 def test_ksm_page_left_to_a_fork_child_is_broken(m):
-    p, q = m.spawn(), m.spawn()
-    a = map_pages(p, [page(0x66)])
-    b = map_pages(q, [page(0x66)])
-    m.ksm.full_scan(2)
-    k = frames_of(p, a, 1)[0]
+    p, a, q, b, k = merged_pair(m, page(0x66))
     child = p.fork()                    # maps k, no rmap_item yet
     q.write(b, b"q")
     p.write(a, b"p")                    # k's last rmap_item leaves: out of the tree

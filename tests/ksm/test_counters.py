@@ -31,7 +31,7 @@ import pytest
 from ksm_engine import (MADV_MERGEABLE, MADV_UNMERGEABLE, PAGE_SIZE, PR_SET_MEMORY_MERGE)
 
 from .conftest import (PTE_KSM, PTE_PRESENT, flags_of, frames_of, ksm_counts, ksm_mappings, map_pages,
-                       page, set_knobs, unique_page)
+                       merge_any_pair, page, set_knobs, unique_page)
 
 RMAP_ITEM_SIZE = 64  # sizeof(struct ksm_rmap_item) on 64-bit
 
@@ -253,12 +253,7 @@ def test_madvise_unmergeable_unmerges(machine):
 
 
 def test_prctl_zero_unmerges(machine):
-    set_knobs(machine, smart_scan=0)
-    p, q = machine.spawn(), machine.spawn()
-    p.prctl(PR_SET_MEMORY_MERGE, 1)
-    a = map_pages(p, [page(7)] * 4, mergeable=False)
-    b = map_pages(q, [page(7)] * 2)
-    machine.ksm.full_scan(2)
+    p, a, q, b = merge_any_pair(machine, [page(7)] * 4, [page(7)] * 2, smart_scan=0)
     assert ksm_counts(machine, "pages_shared", "pages_sharing") == {"pages_shared": 1, "pages_sharing": 5}
     p.prctl(PR_SET_MEMORY_MERGE, 0)
     assert flags_of(p, a, 4) == [PTE_PRESENT] * 4

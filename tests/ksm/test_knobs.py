@@ -25,7 +25,7 @@ import pytest
 from ksm_engine import Machine
 from ksm_engine.ksm.advisor import ScanTimeAdvisor
 
-from .conftest import map_pages, page
+from .conftest import map_pages, page, sysfs_store
 
 DEFAULTS = {
     "pages_to_scan": "100", "sleep_millisecs": "20", "run": "0", "max_page_sharing": "256",
@@ -58,13 +58,16 @@ ULONG_CASES = {**COMMON_BAD, "7": 7, "+7": 7, "7\n": 7,
                "18446744073709551616": errno.EINVAL, "4294967296": 4294967296}
 
 
-def write(m, name, text):
-    """The write's outcome: the value read back (stripped) or the errno."""
-    try:
-        m.ksm.sysfs[name] = text
-    except OSError as e:
-        return e.errno
-    return m.ksm.sysfs[name].rstrip("\n")
+def check_store(m, name, text, want, accepted):
+    """Writing ``text``: reads back str(want) when text is one of
+    ``accepted``, else fails with errno ``want`` and leaves the value."""
+    before = m.ksm.sysfs[name]
+    got = sysfs_store(m, name, text)
+    if text in accepted:
+        assert got == str(want)
+    else:
+        assert got == want
+        assert m.ksm.sysfs[name] == before
 
 
 @pytest.fixture
@@ -83,33 +86,19 @@ def test_defaults_as_read(m):
 @pytest.mark.parametrize("name", UINT_EINVAL)
 @pytest.mark.parametrize("text", sorted(UINT_CASES))
 def test_uint_knobs(m, name, text):
-    before = m.ksm.sysfs[name]
-    want = UINT_CASES[text]
-    got = write(m, name, text)
-    if text in ("7", "+7", "7\n", "007", "0", "4294967295"):
-        assert got == str(want)
-    else:
-        assert got == want
-        assert m.ksm.sysfs[name] == before
+    check_store(m, name, text, UINT_CASES[text], ("7", "+7", "7\n", "007", "0", "4294967295"))
 
 
 @pytest.mark.parametrize("name", ULONG_EINVAL)
 @pytest.mark.parametrize("text", sorted(ULONG_CASES))
 def test_ulong_einval_knobs(m, name, text):
-    before = m.ksm.sysfs[name]
-    want = ULONG_CASES[text]
-    got = write(m, name, text)
-    if text in ("7", "+7", "7\n", "18446744073709551615", "4294967296"):
-        assert got == str(want)
-    else:
-        assert got == want
-        assert m.ksm.sysfs[name] == before
+    check_store(m, name, text, ULONG_CASES[text], ("7", "+7", "7\n", "18446744073709551615", "4294967296"))
 
 
 def test_advisor_target_scan_time_at_least_1(m):
-    assert write(m, "advisor_target_scan_time", "0") == errno.EINVAL
+    assert sysfs_store(m, "advisor_target_scan_time", "0") == errno.EINVAL
     assert m.ksm.sysfs["advisor_target_scan_time"] == "200\n"
-    assert write(m, "advisor_target_scan_time", "1") == "1"
+    assert sysfs_store(m, "advisor_target_scan_time", "1") == "1"
 
 
 @pytest.mark.parametrize("text,want", [
@@ -118,7 +107,7 @@ def test_advisor_target_scan_time_at_least_1(m):
     ("-1", errno.EINVAL), ("1x", errno.EINVAL), ("", "0"), (" 1", errno.EINVAL),
 ])
 def test_run_values(m, text, want):
-    assert write(m, "run", text) == want
+    assert sysfs_store(m, "run", text) == want
 
 
 @pytest.mark.parametrize("text,want", [
@@ -129,7 +118,7 @@ def test_run_values(m, text, want):
     ("-", errno.EINVAL), ("", "256"),
 ])
 def test_max_page_sharing_values(m, text, want):
-    assert write(m, "max_page_sharing", text) == want
+    assert sysfs_store(m, "max_page_sharing", text) == want
     if not isinstance(want, str):
         assert m.ksm.sysfs["max_page_sharing"] == "256\n"
 
@@ -140,7 +129,7 @@ def test_max_page_sharing_values(m, text, want):
     ("18446744073709551615", errno.EINVAL), ("x", errno.EINVAL), ("", "1"),
 ])
 def test_merge_across_nodes_values(m, text, want):
-    assert write(m, "merge_across_nodes", text) == want
+    assert sysfs_store(m, "merge_across_nodes", text) == want
 
 
 @pytest.mark.parametrize("name", BOOLS)
@@ -154,7 +143,7 @@ def test_merge_across_nodes_values(m, text, want):
 def test_bool_knobs(m, name, text, want):
     m.ksm.sysfs[name] = "0" if want == "1" else "1"    # start from the other value
     before = m.ksm.sysfs[name]
-    got = write(m, name, text)
+    got = sysfs_store(m, name, text)
     assert got == want
     if not isinstance(want, str):
         assert m.ksm.sysfs[name] == before

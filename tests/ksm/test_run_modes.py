@@ -11,8 +11,9 @@ ENOMEM.
 ksmd (ksm_scan_thread): while run has bit 0 set and a process is
 registered, one ksm_do_scan(pages_to_scan) then a sleep of
 sleep_millisecs, cut short when sleep_millisecs changes; otherwise it
-waits for work (registration or run=1 wakes it).  Thread tests only ever
-wait for something to happen, bounded at 10 s, never for how long it takes.
+waits for work (registration or run=1 wakes it).  The thread tests do not
+poll: they wait on ksmd's batches (Batches below), each wait bounded at
+10 s, never for how long something takes.
 """
 import errno
 import threading
@@ -28,21 +29,60 @@ from .conftest import (PTE_KSM, PTE_PRESENT, PTE_ZERO, flags_of, frames_of, ksm_
 WAIT = 10.0
 
 
-def eventually(cond, timeout=WAIT):
-    """Polls cond() until true; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.005)
+class Batches:
+    """ksmd's batches as they happen, so that the thread tests wait for
+    events instead of polling the wall clock.
 
+    It wraps the machine's ``scanner.do_scan``: every batch (ksmd's or the
+    test's own) is logged and wakes the waiters.  What the tests wait for
+    (counters, frames) changes only in a batch, so ``until(cond)`` re-checks
+    cond after each batch and otherwise sleeps on a condition variable;
+    ``quiet(cond, seconds)`` asserts that no batch comes during one bounded
+    wait (a sleeping ksmd does nothing until woken or its sleep_millisecs
+    are up: that is the property, and only time can show a wait is not cut
+    short).  WAIT bounds every wait; nothing takes it unless a test fails.
+    """
 
-def stays(cond, seconds=0.3):
-    """cond() holds throughout ``seconds`` (for "nothing happens")."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def __init__(self, machine):
+        self.cv = threading.Condition()
+        self.log = []      # pages scanned by each batch, in order
+        scanner = machine.ksm.scanner
+        do_scan = scanner.do_scan
+
+        def logged(budget):
+            n = do_scan(budget)
+            with self.cv:  # (ksmd holds the machine lock: never take it under cv)
+                self.log.append(n)
+                self.cv.notify_all()
+            return n
+
+        scanner.do_scan = logged
+
+    def until(self, cond, timeout=WAIT):
+        """Returns once cond() holds, checked now and after every batch;
+        fails if that takes more than ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.cv:
+                seen = len(self.log)
+            if cond():
+                return
+            with self.cv:
+                if not self.cv.wait_for(lambda: len(self.log) > seen, deadline - time.monotonic()):
+                    pytest.fail(f"condition not reached within {timeout} s")
+
+    def quiet(self, cond, seconds=0.3):
+        """cond() holds, no batch comes in ``seconds``, and cond() holds still."""
         assert cond()
-        time.sleep(0.01)
+        with self.cv:
+            seen = len(self.log)
+            assert not self.cv.wait_for(lambda: len(self.log) > seen, seconds), self.log[seen:]
+        assert cond()
+
+
+@pytest.fixture
+def batches(machine):
+    return Batches(machine)
 
 
 def setup_merged(m):
@@ -184,7 +224,7 @@ def test_processes_registered_during_run_2_go_to_the_tail(machine):
 # --- the ksmd thread -----------------------------------------------------------
 
 
-def test_ksmd_merges_and_start_sets_run(machine):
+def test_ksmd_merges_and_start_sets_run(machine, batches):
     set_knobs(machine, pages_to_scan=1000, sleep_millisecs=0)
     p = machine.spawn()
     a = map_pages(p, [page(0x2A)] * 10)
@@ -193,7 +233,7 @@ def test_ksmd_merges_and_start_sets_run(machine):
     try:
         assert machine.ksm.sysfs["run"] == "1\n"
         assert machine.ksm.ksmd_running
-        eventually(lambda: machine.ksm.stats["pages_sharing"] == 9)
+        batches.until(lambda: machine.ksm.stats["pages_sharing"] == 9)
         assert len(set(frames_of(p, a, 10))) == 1
     finally:
         machine.ksm.stop()
@@ -201,23 +241,23 @@ def test_ksmd_merges_and_start_sets_run(machine):
     assert machine.ksm.sysfs["run"] == "1\n"      # stop leaves run as it is
 
 
-def test_ksmd_honours_pages_to_scan_and_sleep(machine):
+def test_ksmd_honours_pages_to_scan_and_sleep(machine, batches):
     set_knobs(machine, pages_to_scan=7, sleep_millisecs=100000)
     p = machine.spawn()
     map_pages(p, [unique_page(i) for i in range(20)])
     machine.ksm.start()
     try:
-        eventually(lambda: machine.ksm.stats["pages_scanned"] >= 7)
+        batches.until(lambda: machine.ksm.stats["pages_scanned"] >= 7)
         # one batch of 7, then a 100 s sleep
-        stays(lambda: machine.ksm.stats["pages_scanned"] == 7)
+        batches.quiet(lambda: machine.ksm.stats["pages_scanned"] == 7)
         # writing sleep_millisecs ends the sleep (ksm_iter_wait)
         set_knobs(machine, sleep_millisecs=0)
-        eventually(lambda: machine.ksm.stats["full_scans"] >= 3)
+        batches.until(lambda: machine.ksm.stats["full_scans"] >= 3)
     finally:
         machine.ksm.stop()
 
 
-def test_ksmd_batches_are_pages_to_scan(machine):
+def test_ksmd_batches_are_pages_to_scan(machine, batches):
     set_knobs(machine, pages_to_scan=3, sleep_millisecs=100000, smart_scan=0)
     p = machine.spawn()
     map_pages(p, [unique_page(i) for i in range(10)])
@@ -225,16 +265,16 @@ def test_ksmd_batches_are_pages_to_scan(machine):
     try:
         seen = []
         for _ in range(3):
-            eventually(lambda: machine.ksm.stats["pages_scanned"] > (seen[-1] if seen else 0))
+            batches.until(lambda: machine.ksm.stats["pages_scanned"] > (seen[-1] if seen else 0))
             seen.append(machine.ksm.stats["pages_scanned"])
-            stays(lambda: machine.ksm.stats["pages_scanned"] == seen[-1], 0.1)
+            batches.quiet(lambda: machine.ksm.stats["pages_scanned"] == seen[-1], 0.1)
             machine.ksm.sysfs["sleep_millisecs"] = "100001" if len(seen) % 2 else "100000"  # one more batch
         assert seen == [3, 6, 9]
     finally:
         machine.ksm.stop()
 
 
-def test_ksmd_keeps_a_wakeup_that_comes_during_a_batch(machine):
+def test_ksmd_keeps_a_wakeup_that_comes_during_a_batch(machine, batches):
     """A sleep_millisecs write that lands while ksmd scans must still cut
     the sleep after that batch short (the kernel's wait re-checks the
     value).  The write is made to block on the machine lock during the
@@ -270,59 +310,59 @@ def test_ksmd_keeps_a_wakeup_that_comes_during_a_batch(machine):
     machine.ksm.scanner.do_scan = do_scan
     machine.ksm.start()
     try:
-        eventually(lambda: machine.ksm.stats["pages_scanned"] >= 2)
+        batches.until(lambda: machine.ksm.stats["pages_scanned"] >= 2)
         assert written.is_set()
     finally:
         machine.ksm.stop()
 
 
-def test_ksmd_honours_run_0_and_run_2(machine):
+def test_ksmd_honours_run_0_and_run_2(machine, batches):
     set_knobs(machine, pages_to_scan=50, sleep_millisecs=1)
     p = machine.spawn()
     map_pages(p, [page(3)] * 6 + [unique_page(i) for i in range(50)])
     machine.ksm.start()
     try:
-        eventually(lambda: machine.ksm.stats["pages_sharing"] == 5)
+        batches.until(lambda: machine.ksm.stats["pages_sharing"] == 5)
         set_knobs(machine, run=0)
         frozen = machine.ksm.stats["pages_scanned"]
-        stays(lambda: machine.ksm.stats["pages_scanned"] == frozen)
+        batches.quiet(lambda: machine.ksm.stats["pages_scanned"] == frozen)
         set_knobs(machine, run=2)
         assert machine.ksm.stats["rmap_items"] == 0
-        stays(lambda: machine.ksm.stats["rmap_items"] == 0 and machine.ksm.stats["pages_scanned"] == frozen)
+        batches.quiet(lambda: machine.ksm.stats["rmap_items"] == 0 and machine.ksm.stats["pages_scanned"] == frozen)
         set_knobs(machine, run=1)
-        eventually(lambda: machine.ksm.stats["pages_sharing"] == 5)
+        batches.until(lambda: machine.ksm.stats["pages_sharing"] == 5)
     finally:
         machine.ksm.stop()
 
 
-def test_ksmd_wakes_for_a_new_process(machine):
+def test_ksmd_wakes_for_a_new_process(machine, batches):
     set_knobs(machine, pages_to_scan=100, sleep_millisecs=0)
     machine.ksm.start()
     try:
-        stays(lambda: machine.ksm.stats["pages_scanned"] == 0, 0.1)    # nothing registered
+        batches.quiet(lambda: machine.ksm.stats["pages_scanned"] == 0, 0.1)    # nothing registered
         p = machine.spawn()
         a = p.mmap(4 * PAGE_SIZE)
         p.write(a, page(8) * 4)
         p.madvise(a, 4 * PAGE_SIZE, MADV_MERGEABLE)
-        eventually(lambda: machine.ksm.stats["pages_sharing"] == 3)
+        batches.until(lambda: machine.ksm.stats["pages_sharing"] == 3)
     finally:
         machine.ksm.stop()
 
 
-def test_ksmd_stop_ends_scanning(machine):
+def test_ksmd_stop_ends_scanning(machine, batches):
     set_knobs(machine, pages_to_scan=10, sleep_millisecs=0)
     p = machine.spawn()
     map_pages(p, [unique_page(i) for i in range(40)])
     machine.ksm.start()
-    eventually(lambda: machine.ksm.stats["pages_scanned"] > 0)
+    batches.until(lambda: machine.ksm.stats["pages_scanned"] > 0)
     machine.ksm.stop()
     frozen = machine.ksm.stats["pages_scanned"]
-    stays(lambda: machine.ksm.stats["pages_scanned"] == frozen)
+    batches.quiet(lambda: machine.ksm.stats["pages_scanned"] == frozen)
     assert machine.ksm.sysfs["run"] == "1\n"
     # the caller may keep scanning by hand, and restart the thread
     machine.ksm.scan(5)
     machine.ksm.start()
-    eventually(lambda: machine.ksm.stats["pages_scanned"] > frozen + 5)
+    batches.until(lambda: machine.ksm.stats["pages_scanned"] > frozen + 5)
     machine.ksm.stop()
 
 
@@ -347,7 +387,7 @@ def test_user_threads_and_ksmd_share_the_machine(machine):
     machine.check()
 
 
-def test_ksmd_sleep_ends_early_only_for_another_sleep_millisecs(machine):
+def test_ksmd_sleep_ends_early_only_for_another_sleep_millisecs(machine, batches):
     """The kernel's sleep between batches waits on ksm_iter_wait for
     sleep_millisecs to change: writing another knob, the same
     sleep_millisecs, or registering a process does not end it; writing
@@ -357,13 +397,13 @@ def test_ksmd_sleep_ends_early_only_for_another_sleep_millisecs(machine):
     map_pages(p, [unique_page(i) for i in range(8)])
     machine.ksm.start()
     try:
-        eventually(lambda: machine.ksm.stats["pages_scanned"] == 1)
+        batches.until(lambda: machine.ksm.stats["pages_scanned"] == 1)
         machine.ksm.sysfs["pages_to_scan"] = "2"
         machine.ksm.sysfs["sleep_millisecs"] = "100000"
         q = machine.spawn()
         map_pages(q, [unique_page(100 + i) for i in range(2)])
-        stays(lambda: machine.ksm.stats["pages_scanned"] == 1)
+        batches.quiet(lambda: machine.ksm.stats["pages_scanned"] == 1)
         machine.ksm.sysfs["sleep_millisecs"] = "100001"
-        eventually(lambda: machine.ksm.stats["pages_scanned"] == 3)
+        batches.until(lambda: machine.ksm.stats["pages_scanned"] == 3)
     finally:
         machine.ksm.stop()

@@ -16,7 +16,7 @@ import pytest
 from ksm_engine import MADV_MERGEABLE, MADV_UNMERGEABLE, PAGE_SIZE, PR_SET_MEMORY_MERGE
 
 from .conftest import (PTE_KSM, PTE_NONE, PTE_PRESENT, PTE_ZERO, flags_of, frames_of, ksm_counts, map_pages,
-                       page, set_knobs, unique_page)
+                       merge_any_pair, page, scanned_process, set_knobs, unique_page)
 
 
 def zero_merged(m, nzero, extra=()):
@@ -54,10 +54,7 @@ def test_zero_pages_next_to_ordinary_merges(machine):
 
 
 def test_not_before_second_pass(machine):
-    set_knobs(machine, use_zero_pages=1)
-    p = machine.spawn()
-    a = map_pages(p, [page(0)] * 4)
-    machine.ksm.full_scan(1)
+    p, a = scanned_process(machine, [page(0)] * 4, 1, use_zero_pages=1)
     assert flags_of(p, a, 4) == [PTE_PRESENT] * 4
     assert machine.ksm.stats["ksm_zero_pages"] == 0
     machine.ksm.full_scan(1)
@@ -101,12 +98,7 @@ def test_unmergeable_unshares_zero_pages(machine):
 
 
 def test_prctl_zero_and_run_2_unshare_zero_pages(machine):
-    set_knobs(machine, use_zero_pages=1)
-    p, q = machine.spawn(), machine.spawn()
-    p.prctl(PR_SET_MEMORY_MERGE, 1)
-    a = map_pages(p, [page(0)] * 5, mergeable=False)
-    b = map_pages(q, [page(0)] * 6)
-    machine.ksm.full_scan(2)
+    p, a, q, b = merge_any_pair(machine, [page(0)] * 5, [page(0)] * 6, use_zero_pages=1)
     assert machine.ksm.stats["ksm_zero_pages"] == 11
     p.prctl(PR_SET_MEMORY_MERGE, 0)
     assert flags_of(p, a, 5) == [PTE_PRESENT] * 5
@@ -154,10 +146,7 @@ def test_turning_use_zero_pages_off_keeps_zero_pages(machine):
 
 
 def test_turning_use_zero_pages_on_leaves_zero_ksm_pages(machine):
-    set_knobs(machine, smart_scan=0)
-    p = machine.spawn()
-    a = map_pages(p, [page(0)] * 4)
-    machine.ksm.full_scan(2)
+    p, a = scanned_process(machine, [page(0)] * 4, 2, smart_scan=0)
     assert flags_of(p, a, 4) == [PTE_KSM] * 4
     set_knobs(machine, use_zero_pages=1)
     b = map_pages(p, [page(0)] * 2)
