@@ -38,16 +38,26 @@ from .page_contents import summarize_files, summarize_pids
 
 PASSES = 6                    # full scans per mix in step 1 (the 5th skips under smart_scan)
 PACES = (("100", "20"), ("1000", "20"))
-# interpreters for the paced runs: blocks [kind, pages, seed] (kernel_timing.INTERPRETER_CHILD)
-INTERPRETERS = [[["random", 1024, 1], ["random", 512, 100 + i], ["zero", 128, 0],
-                 ["sparse", 512, 7 + i % 2]] for i in range(3)]
+
+
+def interpreters(n, pages):
+    """Recipes (kernel_timing.INTERPRETER_CHILD) of n interpreters with about
+    `pages` pages of arrays each: a block all share, one of their own, zero
+    pages, and sparse pages shared by every other interpreter."""
+    return [[["random", pages // 2, 1], ["random", pages // 4, 100 + i], ["zero", pages // 16, 0],
+             ["sparse", pages // 4, 7 + i % 2]] for i in range(n)]
+
+
+# The built-in mix: pages of the largest image, and the interpreters.
+FULL = {"pages": 8192, "interpreters": interpreters(3, 2048)}
+QUICK = {"pages": 2048, "interpreters": interpreters(2, 1024)}   # for tests: less precise
 HZ_CANDIDATES = (100, 250, 300, 1000)
 
 
-def _mix_images(directory, scale):
-    """[(name, [image paths], knobs)] of the built-in mix, written to directory."""
+def _mix_images(directory, n):
+    """[(name, [image paths], knobs)] of the built-in mix's images (the
+    largest of n pages), written to directory."""
     rng = np.random.default_rng(0x6b736d)
-    n = 8192 * scale
 
     def img(name, arr):
         path = os.path.join(directory, name + ".img")
@@ -78,11 +88,11 @@ def _nnls(a, b):
     return x
 
 
-def measure_work(directory, scale=1, progress=None):
+def measure_work(directory, mix, progress=None):
     """Step 1's equations: [(mix, pass, work dict, cpu seconds, pages scanned
     measured, pages scanned planned)]."""
     rows = []
-    mixes = _mix_images(directory, scale)
+    mixes = _mix_images(directory, mix["pages"])
     interp = ("interpreters", None, {})
     for name, paths, knobs in mixes + [interp]:
         if progress:
@@ -91,7 +101,7 @@ def measure_work(directory, scale=1, progress=None):
             start = functools.partial(kernel_timing.children_of, images=paths)
             summary_of = functools.partial(_files_summary, paths)
         else:
-            start = functools.partial(kernel_timing.children_of, recipes=INTERPRETERS)
+            start = functools.partial(kernel_timing.children_of, recipes=mix["interpreters"])
             summary_of = _pids_summary
         summary, passes = kernel_timing.run_passes(start, knobs, PASSES, summary_of=summary_of)
         plan = scan_plan(summary, read_knobs(knobs), PASSES)
@@ -116,14 +126,14 @@ def fit_work(rows):
     return dict(zip(COSTS, (float(v) for v in x[:-1]))), float(x[-1])
 
 
-def measure_paces(progress=None):
+def measure_paces(mix, progress=None):
     """Step 2's runs: [(knobs, kernel_timing.run_paced result)]."""
     out = []
     for pts, sleep in PACES:
         if progress:
             progress(f"calibrate: pages_to_scan={pts} sleep_millisecs={sleep}")
         knobs = {"pages_to_scan": pts, "sleep_millisecs": sleep}
-        start = functools.partial(kernel_timing.children_of, recipes=INTERPRETERS)
+        start = functools.partial(kernel_timing.children_of, recipes=mix["interpreters"])
         out.append((knobs, kernel_timing.run_paced(start, knobs, summary_of=_pids_summary)))
     return out
 
@@ -179,13 +189,15 @@ def _wall_error(model, runs):
     return err
 
 
-def calibrate(progress=None, scale=1):
-    """Runs both steps against the kernel (root; the kernel peer's lock).
-    Returns (CostModel, measurements dict for the file and the report)."""
+def calibrate(progress=None, quick=False):
+    """Runs both steps against the kernel (root; the kernel peer's lock) on
+    the FULL mix (QUICK: smaller, for tests).  Returns (CostModel,
+    measurements dict for the file and the report)."""
+    mix = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="ksm-engine-calibrate-") as d:
-        rows = measure_work(d, scale, progress)
+        rows = measure_work(d, mix, progress)
     costs, per_full_scan = fit_work(rows)
-    runs = measure_paces(progress)
+    runs = measure_paces(mix, progress)
     hz = kernel_hz()
     model, err = fit_pace(costs, per_full_scan, runs, hz)
     measurements = {
@@ -200,7 +212,7 @@ def calibrate(progress=None, scale=1):
                    "batch_seconds": round(_pass_walls(r)[1] / (r["summary"].pages // int(kn["pages_to_scan"]) + 1), 6),
                    "wake_ups": r["slices"], "run_queue_wait_seconds": r["wait_seconds"]}
                   for kn, r in runs],
-        "hz_from_config": hz, "wall_fit_error": round(err, 4),
+        "mix": "quick" if quick else "full", "hz_from_config": hz, "wall_fit_error": round(err, 4),
         "ksmd_timer_slack_ns": _timer_slack(),
     }
     return model, measurements
@@ -211,3 +223,23 @@ def _timer_slack():
         with open(f"/proc/{kernel_timing.ksmd_pid()}/timerslack_ns") as f:
             return int(f.read())
     return None
+
+
+def against_kernel(recipes, knobs, model, max_full_scans=None):
+    """Real interpreters (recipes) through the kernel's ksmd at the knobs,
+    and the model's prediction for the memory they hold: {"kernel":
+    settle_seconds, ksmd_cpu_seconds, pages_scanned, full_scans;
+    "predicted": the same from ksmd_model.predict; "ratio": predicted /
+    kernel for the time and the CPU}."""
+    from .ksmd_model import predict
+
+    start = functools.partial(kernel_timing.children_of, recipes=recipes)
+    r = kernel_timing.run_paced(start, knobs, summary_of=_pids_summary,
+                                max_full_scans=max_full_scans)
+    p = predict(r["summary"], knobs, model)
+    keys = ("settle_seconds", "ksmd_cpu_seconds", "pages_scanned")
+    kernel = {k: r[k] for k in keys}
+    return {"pages": r["summary"].pages, "kernel": kernel,
+            "predicted": {k: p[k] for k in keys},
+            "ratio": {k: round(p[k] / kernel[k], 4) if kernel[k] else None for k in keys[:2]},
+            "model": p["model"], "scan_ends": r["scan_ends"]}

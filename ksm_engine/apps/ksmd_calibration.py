@@ -135,7 +135,7 @@ def load_model(path=None, explicit=False):
     except FileNotFoundError:
         if explicit:
             raise CalibrationError(errno.ENOENT, f"{path}: no such calibration file") from None
-        return default_model(f"not calibrated ({path} does not exist; run ksm-engine calibrate)")
+        return default_model(f"not calibrated: {path} does not exist, run ksm-engine calibrate")
     except OSError as e:
         if explicit:
             raise CalibrationError(e.errno, f"{path}: {e.strerror}") from None

@@ -34,7 +34,7 @@ jiffies in wait_event_freezable_timeout.  The timer wheel rounds a timeout up
 to the next tick after it (calc_index: expires + 1 at level 0), and ksmd is
 woken on a tick, so a batch of w seconds of work with wake-up latency d takes
 
-    period = tick * (J + ceil((d + w) / tick))      J = msecs_to_jiffies(ms)
+    period = tick * (J + floor((d + w) / tick) + 1)      J = msecs_to_jiffies(ms)
 
 (at HZ=250, sleep_millisecs=20: 24 ms for a short batch, not 20).  The ceil
 is smoothed over +-jitter.  sleep_millisecs=0 does not sleep: period = d + w.
@@ -78,10 +78,10 @@ MODEL_KNOBS = ("pages_to_scan", "sleep_millisecs", "use_zero_pages", "max_page_s
 # (2-core Xeon VM, Linux 6.18, HZ=250; docs/ksmd_model.md), used when no
 # calibration is given.  Seconds per page of each kind, per batch, per full
 # scan; wake-up latency and the jitter of a batch's end, in seconds.
-DEFAULT_COSTS = {"checksum": 1.3e-6, "unstable_insert": 1.5e-6, "unstable_merge": 6.0e-6,
-                 "stable_hit": 2.5e-6, "zero_merge": 1.7e-6, "ksm_noop": 0.3e-6,
-                 "skip": 0.15e-6, "stable_compare": 0.15e-6, "unstable_compare": 0.25e-6}
-DEFAULT_TIMING = {"per_batch": 30e-6, "per_full_scan": 170e-6, "wake_latency": 100e-6,
+DEFAULT_COSTS = {"checksum": 1.4e-6, "unstable_insert": 0.3e-6, "unstable_merge": 2.5e-6,
+                 "stable_hit": 3.0e-6, "zero_merge": 2.8e-6, "ksm_noop": 0.26e-6,
+                 "skip": 0.3e-6, "stable_compare": 0.15e-6, "unstable_compare": 0.4e-6}
+DEFAULT_TIMING = {"per_batch": 90e-6, "per_full_scan": 60e-6, "wake_latency": 200e-6,
                   "jitter": 500e-6, "stretch": 1.0}
 ASSUMED_HZ = 250           # when the kernel's config cannot be read
 PASSES_AFTER_SETTLE = 2    # passes the settle rule watches after the last change
@@ -118,8 +118,8 @@ def read_knobs(knobs):
             continue
         text = str(value).strip()
         if name == "advisor_mode":
-            if text.startswith("[") and "]" in text:     # as read back: "[none] scan-time"
-                text = text[1:text.index("]")]
+            if "[" in text and "]" in text:     # as read back: "none [scan-time]"
+                text = text[text.index("[") + 1:text.index("]")]
             if text not in ("none", "scan-time"):
                 raise ModelError(f"advisor_mode: {value!r} is neither none nor scan-time")
             out[name] = text
@@ -283,9 +283,11 @@ def msecs_to_jiffies(ms, hz):
 
 
 def _smooth_ceil(x, h):
-    """E[ceil(X)] for X uniform on [x-h, x+h] (ceil(x) when h is 0)."""
+    """E[floor(X) + 1] for X uniform on [x-h, x+h] (floor(x) + 1 when h is
+    0): the ticks from the one ksmd woke on to the end of its work, that
+    one included (ceil, but a batch of no work still ends in its tick)."""
     if h <= 0:
-        return float(math.ceil(x))
+        return float(math.floor(x) + 1)
 
     def integral(t):       # integral of ceil from 0 to t, t >= 0
         n = math.floor(t)
