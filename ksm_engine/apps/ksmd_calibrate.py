@@ -162,11 +162,11 @@ def fit_pace(costs, per_full_scan, runs, hz):
     slices = sum(r["slices"] for _, r in runs)
     latency = sum(r["wait_seconds"] for _, r in runs) / slices if slices else DEFAULT_TIMING["wake_latency"]
     base = dict(costs=costs, per_batch=float(per_batch), per_full_scan=per_full_scan,
-                wake_latency=latency, source="calibrated")
+                wake_latency=latency, slice=ksmd_slice(), source="calibrated")
     best = None
     for h in ([hz] if hz else HZ_CANDIDATES):
-        for stretch in (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0):
-            for jitter in (0.0, 0.25e-3, 0.5e-3, 1e-3, 2e-3):
+        for stretch in (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0):
+            for jitter in (0.0, 0.25e-3, 0.5e-3, 1e-3, 2e-3, 3e-3, 4e-3):
                 model = CostModel(hz=h, stretch=stretch, jitter=jitter, **base)
                 err = _wall_error(model, runs)
                 if best is None or err < best[0]:
@@ -218,6 +218,17 @@ def calibrate(progress=None, quick=False):
     return model, measurements
 
 
+def ksmd_slice():
+    """ksmd's scheduler slice in seconds (se.slice in /proc/<ksmd>/sched;
+    the default model's when unreadable)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(f"/proc/{kernel_timing.ksmd_pid()}/sched") as f:
+            for line in f:
+                if line.startswith("se.slice"):
+                    return int(line.split(":")[1]) / 1e9
+    return DEFAULT_TIMING["slice"]
+
+
 def _timer_slack():
     with contextlib.suppress(OSError):
         with open(f"/proc/{kernel_timing.ksmd_pid()}/timerslack_ns") as f:
@@ -230,7 +241,8 @@ def against_kernel(recipes, knobs, model, max_full_scans=None):
     and the model's prediction for the memory they hold: {"kernel":
     settle_seconds, ksmd_cpu_seconds, pages_scanned, full_scans;
     "predicted": the same from ksmd_model.predict; "ratio": predicted /
-    kernel for the time and the CPU}."""
+    kernel for the time and the CPU; "wait_per_wakeup": ksmd's mean
+    run-queue wait per time it ran, seconds: how busy the machine was}."""
     from .ksmd_model import predict
 
     start = functools.partial(kernel_timing.children_of, recipes=recipes)
@@ -242,4 +254,5 @@ def against_kernel(recipes, knobs, model, max_full_scans=None):
     return {"pages": r["summary"].pages, "kernel": kernel,
             "predicted": {k: p[k] for k in keys},
             "ratio": {k: round(p[k] / kernel[k], 4) if kernel[k] else None for k in keys[:2]},
-            "model": p["model"], "scan_ends": r["scan_ends"]}
+            "model": p["model"], "scan_ends": r["scan_ends"],
+            "wait_per_wakeup": r["wait_seconds"] / r["slices"] if r["slices"] else 0.0}

@@ -13,7 +13,9 @@ Schema (JSON object, docs/ksmd_model.md):
   costs          {name: CPU seconds} for every ksmd_model.COSTS: per page of
                  each kind, per tree level walked
   per_batch, per_full_scan, wake_latency, jitter   seconds (ksmd_model.CostModel)
-  stretch        wall seconds per CPU second of a batch (1 on an idle machine)
+  stretch        wall seconds per CPU second of a batch's work past its first
+                 scheduler slice (1 on an idle machine)
+  slice          ksmd's scheduler slice, seconds
   hz             the CONFIG_HZ the timing was measured with (the kernel's
                  when readable, else the one the sleeps showed)
   measurements   what the fit was made from (for the record; not read back)
@@ -39,7 +41,7 @@ from .ksmd_model import COSTS, CostModel, default_model
 FORMAT = "ksm-engine ksmd calibration"
 FORMAT_VERSION = 1
 ENV_PATH = "KSM_ENGINE_CALIBRATION"
-TIMING_FIELDS = ("per_batch", "per_full_scan", "wake_latency", "jitter", "stretch")
+TIMING_FIELDS = ("per_batch", "per_full_scan", "wake_latency", "jitter", "stretch", "slice")
 
 
 class CalibrationError(OSError):

@@ -34,10 +34,12 @@ jiffies in wait_event_freezable_timeout.  The timer wheel rounds a timeout up
 to the next tick after it (calc_index: expires + 1 at level 0), and ksmd is
 woken on a tick, so a batch of w seconds of work with wake-up latency d takes
 
-    period = tick * (J + floor((d + w) / tick) + 1)      J = msecs_to_jiffies(ms)
+    period = tick * (J + floor((d + w') / tick) + 1)      J = msecs_to_jiffies(ms)
 
-(at HZ=250, sleep_millisecs=20: 24 ms for a short batch, not 20).  The ceil
-is smoothed over +-jitter.  sleep_millisecs=0 does not sleep: period = d + w.
+(at HZ=250, sleep_millisecs=20: 24 ms for a short batch, not 20).  The floor
+is smoothed over +-jitter.  w' is w on an idle machine; under load ksmd (nice
+5) is preempted when its scheduler slice ends, so the work past the first
+slice is stretched (a calibrated factor).  sleep_millisecs=0 does not sleep: period = d + w.
 Timer slack does not apply to timer-wheel timeouts.
 
 CPU: the work of each kind times its cost per page, plus a cost per batch and
@@ -82,7 +84,7 @@ DEFAULT_COSTS = {"checksum": 1.4e-6, "unstable_insert": 0.3e-6, "unstable_merge"
                  "stable_hit": 3.0e-6, "zero_merge": 2.8e-6, "ksm_noop": 0.26e-6,
                  "skip": 0.3e-6, "stable_compare": 0.15e-6, "unstable_compare": 0.4e-6}
 DEFAULT_TIMING = {"per_batch": 90e-6, "per_full_scan": 60e-6, "wake_latency": 200e-6,
-                  "jitter": 500e-6, "stretch": 1.0}
+                  "jitter": 500e-6, "stretch": 1.0, "slice": 1.4e-3}
 ASSUMED_HZ = 250           # when the kernel's config cannot be read
 PASSES_AFTER_SETTLE = 2    # passes the settle rule watches after the last change
 
@@ -258,7 +260,9 @@ class CostModel:
     per_full_scan: float  # CPU per full scan (its start: lru_add_drain_all, the tree reset)
     wake_latency: float   # from the tick that ends a sleep to ksmd running
     jitter: float         # +- spread of a batch's end, smoothing the tick rounding
-    stretch: float        # wall seconds per CPU second while a batch works (>= 1: others' load)
+    stretch: float        # wall seconds per CPU second of a batch's work past its first
+                          # scheduler slice (>= 1: others' load preempts ksmd, nice 5)
+    slice: float          # ksmd's scheduler slice (se.slice in /proc/<ksmd>/sched)
     hz: int               # CONFIG_HZ
     source: str           # "calibrated" or "default"
     note: str = ""        # why the default is used, where it is
@@ -296,10 +300,16 @@ def _smooth_ceil(x, h):
     return (integral(b) - integral(a)) / (b - a)
 
 
+def _on_cpu(work, model):
+    """Wall seconds a batch of `work` CPU seconds takes once running: the
+    part past one scheduler slice stretched by the others' load."""
+    return work + max(work - model.slice, 0.0) * (model.stretch - 1.0)
+
+
 def batch_period(work, sleep_ms, model):
     """Wall seconds from one batch's wake-up to the next's, for a batch of
     `work` CPU seconds (see the module doc)."""
-    busy = model.wake_latency + work * model.stretch
+    busy = model.wake_latency + _on_cpu(work, model)
     if sleep_ms == 0:
         return busy
     tick = 1.0 / model.hz
@@ -341,7 +351,7 @@ def _settle_point(plan, pts, sleep_ms, model):
     full, rest = divmod(n, pts)
     w_full = pts * per_page + model.per_batch
     wall = (full * batch_period(w_full, sleep_ms, model) + model.wake_latency
-            + rest * per_page * model.stretch)
+            + _on_cpu(rest * per_page, model))
     batches = full + (1 if rest else 0)
     return wall, cpu_pages + batches * model.per_batch, n, batches
 

@@ -90,7 +90,8 @@ def cost_model_dict(model):
            "per_batch_us": round(model.per_batch * 1e6, 2),
            "per_full_scan_us": round(model.per_full_scan * 1e6, 2),
            "wake_latency_us": round(model.wake_latency * 1e6, 2),
-           "jitter_us": round(model.jitter * 1e6, 2), "stretch": model.stretch}
+           "jitter_us": round(model.jitter * 1e6, 2), "stretch": model.stretch,
+           "slice_us": round(model.slice * 1e6, 2)}
     if model.note:
         out["note"] = model.note
     return out
@@ -106,7 +107,8 @@ def calibration_text(result):
                          ("per full scan (us)", result["per_full_scan_us"]),
                          ("wake-up latency (us)", result["wake_latency_us"]),
                          ("jitter (us)", result["jitter_us"]),
-                         ("wall per CPU second in a batch", result["stretch"])])]
+                         ("scheduler slice (us)", result["slice_us"]),
+                         ("wall per CPU second past the slice", result["stretch"])])]
     paces = result.get("measurements", {}).get("paces")
     if paces:
         lines += ["", table([[p["pages_to_scan"], p["sleep_millisecs"], p["pages"],

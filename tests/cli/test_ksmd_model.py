@@ -108,7 +108,7 @@ def _model(**kw):
     base = dict(costs={k: 0.0 for k in ("checksum", "unstable_insert", "unstable_merge",
                                         "stable_hit", "zero_merge", "ksm_noop", "skip",
                                         "stable_compare", "unstable_compare")},
-                per_batch=0.0, per_full_scan=0.0, wake_latency=0.0, jitter=0.0, stretch=1.0,
+                per_batch=0.0, per_full_scan=0.0, wake_latency=0.0, jitter=0.0, stretch=1.0, slice=1.4e-3,
                 hz=250, source="calibrated")
     base.update(kw)
     return CostModel(**base)
