@@ -4,12 +4,16 @@ settle and ksmd's CPU, predicted and measured, at pages_to_scan=100 and 1000
 (sleep_millisecs=20), medians over several runs.  Root.
 
     scripts/validate_ksmd_model.py [--runs N] [--interpreters N] [--pages N]
-                                   [--calibration FILE | --no-calibrate] [--json]
+                                   [--calibration FILE | --no-calibrate]
+                                   [--vm-mix MIB] [--json]
 
 Without --calibration it first calibrates (ksm-engine calibrate's full mix)
 into a temporary file, so that the model is the one of the machine as it is
 now; --no-calibrate predicts with the default model.  Run it on a quiet
 machine: ksmd runs at nice 5 and other load lengthens its batches.
+
+--vm-mix MIB runs the workload vm_mix (4 VM-like raw images of MIB in all,
+ksm_engine.apps.workloads) in kernel_peer's children instead of interpreters.
 
 Targets (issue 12): time to settle within +-15% of the kernel's, ksmd's CPU
 within +-35%.  Exit status 0 when every median is within them, 1 otherwise.
@@ -26,11 +30,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ksm_engine.apps import kernel_peer, ksmd_calibration  # noqa: E402
 from ksm_engine.apps.ksmd_calibrate import against_kernel, calibrate, interpreters  # noqa: E402
 from ksm_engine.apps.ksmd_model import default_model  # noqa: E402
+from ksm_engine.apps.workloads import make  # noqa: E402
 from ksm_engine.cli.render import table  # noqa: E402
 
 PACES = ({"pages_to_scan": "100", "sleep_millisecs": "20"},
          {"pages_to_scan": "1000", "sleep_millisecs": "20"})
 TIME_TOLERANCE, CPU_TOLERANCE = 0.15, 0.35
+
+
+def _pace(knobs):
+    if knobs.get("advisor_mode") == "scan-time":
+        return "scan-time advisor"
+    return f"pages_to_scan={knobs['pages_to_scan']}"
 
 
 def main(argv=None):
@@ -40,6 +51,10 @@ def main(argv=None):
     ap.add_argument("--pages", type=int, default=5120, help="pages of arrays per interpreter")
     ap.add_argument("--calibration", default=None)
     ap.add_argument("--no-calibrate", action="store_true")
+    ap.add_argument("--vm-mix", type=int, default=0, metavar="MIB")
+    ap.add_argument("--advisor", action="store_true",
+                    help="also advisor_mode=scan-time (its first step counts ksmd's CPU "
+                         "since boot: slow on a ksmd that has run much; use small --pages)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     ok, why = kernel_peer.availability()
@@ -58,13 +73,19 @@ def main(argv=None):
         ksmd_calibration.save(model, path, measurements)
         print(f"calibration saved to {path}", file=sys.stderr)
     recipes = interpreters(args.interpreters, args.pages)
+    images, tmp = (), None
+    if args.vm_mix:
+        tmp = tempfile.TemporaryDirectory(prefix="ksmd-validate-")
+        images = make("vm_mix", args.vm_mix << 20, seed=1).write(tmp.name)
+        recipes = None
     rows, results, good = [], [], True
-    for knobs in PACES:
+    paces = PACES + (({"advisor_mode": "scan-time"},) if args.advisor else ())
+    for knobs in paces:
         runs = []
         for i in range(args.runs):
-            r = against_kernel(recipes, knobs, model)
+            r = against_kernel(recipes, knobs, model, images=images)
             runs.append(r)
-            print(f"pages_to_scan={knobs['pages_to_scan']} run {i + 1}: kernel "
+            print(f"{_pace(knobs)} run {i + 1}: kernel "
                   f"{r['kernel']['settle_seconds']} s {r['kernel']['ksmd_cpu_seconds']} s CPU, "
                   f"predicted {r['predicted']['settle_seconds']} s "
                   f"{r['predicted']['ksmd_cpu_seconds']} s CPU; ksmd waited "
@@ -76,7 +97,7 @@ def main(argv=None):
         c = med["predicted"]["ksmd_cpu_seconds"] / med["kernel"]["ksmd_cpu_seconds"]
         within = abs(t - 1) <= TIME_TOLERANCE and abs(c - 1) <= CPU_TOLERANCE
         good &= within
-        rows.append([knobs["pages_to_scan"], knobs["sleep_millisecs"], runs[0]["pages"],
+        rows.append([_pace(knobs), knobs.get("sleep_millisecs", "20"), runs[0]["pages"],
                      med["kernel"]["settle_seconds"], med["predicted"]["settle_seconds"], f"{t:.3f}",
                      med["kernel"]["ksmd_cpu_seconds"], med["predicted"]["ksmd_cpu_seconds"],
                      f"{c:.3f}", "yes" if within else "NO",
@@ -86,8 +107,9 @@ def main(argv=None):
     if args.json:
         print(json.dumps({"model": model.source, "results": results}, indent=2))
     else:
-        print(f"ksmd model: {model.source}; {args.interpreters} interpreters, medians of {args.runs} runs")
-        print(table(rows, headers=["pages_to_scan", "sleep_ms", "pages", "kernel s", "model s",
+        what = f"vm_mix {args.vm_mix} MiB" if images else f"{args.interpreters} interpreters"
+        print(f"ksmd model: {model.source}; {what}, medians of {args.runs} runs")
+        print(table(rows, headers=["pace", "sleep_ms", "pages", "kernel s", "model s",
                                    "time ratio", "kernel CPU s", "model CPU s", "CPU ratio",
                                    "within +-15%/+-35%", "wait ms/wake-up"]))
         print("wait ms/wake-up: ksmd's run-queue wait per wake-up; above ~0.5 ms the machine "

@@ -142,7 +142,9 @@ def run_paced(start, knobs, timeout=600.0, summary_of=None, max_full_scans=None)
     last change, scan_ends [(seconds, pages_scanned)], wait_seconds and
     slices of ksmd over the run, seconds, settled, summary).  max_full_scans:
     stop after that many full scans even if not settled by the rule (a
-    test that knows static memory settles in the second)."""
+    test that knows static memory settles in the second).  ksmd_cpu_before:
+    ksmd's CPU seconds at run=1 (what the scan-time advisor's first step
+    counts)."""
     ksmd = ksmd_pid()
     with kernel_peer.kernel_ksm():
         write_knob("run", "0")
@@ -159,6 +161,7 @@ def run_paced(start, knobs, timeout=600.0, summary_of=None, max_full_scans=None)
             t0 = time.perf_counter()
             write_knob("run", "1")
             out = _watch(ksmd, t0, c0, scans0, scanned0, timeout, max_full_scans)
+            out["ksmd_cpu_before"] = c0[0] / 1e9
             write_knob("run", "0")
     out["summary"] = summary
     return out

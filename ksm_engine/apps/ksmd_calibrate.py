@@ -33,7 +33,8 @@ import numpy as np
 from .. import PAGE_SIZE
 from . import kernel_timing
 from .ksmd_calibration import kernel_hz
-from .ksmd_model import COSTS, DEFAULT_TIMING, CostModel, _timed_pass, read_knobs, scan_plan
+from .ksmd_model import (COSTS, DEFAULT_COSTS, DEFAULT_TIMING, CostModel, _timed_pass,
+                         read_knobs, scan_plan)
 from .page_contents import summarize_files, summarize_pids
 
 PASSES = 6                    # full scans per mix in step 1 (the 5th skips under smart_scan)
@@ -52,6 +53,7 @@ def interpreters(n, pages):
 FULL = {"pages": 8192, "interpreters": interpreters(3, 2048)}
 QUICK = {"pages": 2048, "interpreters": interpreters(2, 1024)}   # for tests: less precise
 HZ_CANDIDATES = (100, 250, 300, 1000)
+PRIOR_PAGES = 200             # weight of the default costs in the fit (pages' worth)
 
 
 def _mix_images(directory, n):
@@ -119,10 +121,16 @@ def _pids_summary(kids):
 
 
 def fit_work(rows):
-    """(costs dict, per_full_scan) from step 1's rows."""
-    a = np.array([[w.get(c, 0.0) for c in COSTS] + [1.0] for _, _, w, _, _, _ in rows])
-    b = np.array([cpu for _, _, _, cpu, _, _ in rows])
-    x = _nnls(a, b)
+    """(costs dict, per_full_scan) from step 1's rows.  Costs the mix
+    separates poorly (an unstable merge always comes with an insert) are held
+    near the default model's by a weak prior: one row per cost, worth
+    PRIOR_PAGES pages of that kind."""
+    a = [[w.get(c, 0.0) for c in COSTS] + [1.0] for _, _, w, _, _, _ in rows]
+    b = [cpu for _, _, _, cpu, _, _ in rows]
+    for i, c in enumerate(COSTS):
+        a.append([PRIOR_PAGES if j == i else 0.0 for j in range(len(COSTS))] + [0.0])
+        b.append(PRIOR_PAGES * DEFAULT_COSTS[c])
+    x = _nnls(np.array(a), np.array(b))
     return dict(zip(COSTS, (float(v) for v in x[:-1]))), float(x[-1])
 
 
@@ -236,19 +244,21 @@ def _timer_slack():
     return None
 
 
-def against_kernel(recipes, knobs, model, max_full_scans=None):
-    """Real interpreters (recipes) through the kernel's ksmd at the knobs,
-    and the model's prediction for the memory they hold: {"kernel":
+def against_kernel(recipes, knobs, model, max_full_scans=None, images=()):
+    """Real interpreters (recipes), or raw images in kernel_peer's children,
+    through the kernel's ksmd at the knobs, and the model's prediction for
+    the memory they hold: {"kernel":
     settle_seconds, ksmd_cpu_seconds, pages_scanned, full_scans;
     "predicted": the same from ksmd_model.predict; "ratio": predicted /
     kernel for the time and the CPU; "wait_per_wakeup": ksmd's mean
     run-queue wait per time it ran, seconds: how busy the machine was}."""
     from .ksmd_model import predict
 
-    start = functools.partial(kernel_timing.children_of, recipes=recipes)
-    r = kernel_timing.run_paced(start, knobs, summary_of=_pids_summary,
+    start = functools.partial(kernel_timing.children_of, recipes=recipes or (), images=images)
+    summary_of = functools.partial(_files_summary, images) if images else _pids_summary
+    r = kernel_timing.run_paced(start, knobs, summary_of=summary_of,
                                 max_full_scans=max_full_scans)
-    p = predict(r["summary"], knobs, model)
+    p = predict(r["summary"], knobs, model, ksmd_cpu_before=r["ksmd_cpu_before"])
     keys = ("settle_seconds", "ksmd_cpu_seconds", "pages_scanned")
     kernel = {k: r[k] for k in keys}
     return {"pages": r["summary"].pages, "kernel": kernel,

@@ -359,8 +359,9 @@ def _settle_point(plan, pts, sleep_ms, model):
 def predict(summary, knobs, calibration=None, ksmd_cpu_before=0.0):
     """ksmd's time to settle and CPU on the summarised memory at the knobs.
 
-    calibration: a CostModel (ksmd_calibration.load() gives one), None for
-    the default model.  ksmd_cpu_before: seconds of CPU ksmd had used before
+    calibration: a CostModel (ksmd_calibration.load_model() gives the
+    user's, or the default with a note), a calibration file's path (loaded
+    the same way), or None for the default model.  ksmd_cpu_before: seconds of CPU ksmd had used before
     (only the scan-time advisor's first step sees it).  Returns a dict:
     model, hz, settle_seconds, ksmd_cpu_seconds, full_scans (the full scan
     in which the counters change last, 0 if they never change),
@@ -369,7 +370,13 @@ def predict(summary, knobs, calibration=None, ksmd_cpu_before=0.0):
     after settling) its pages_to_scan, work by kind, pages scanned and
     skipped, batches, seconds and CPU."""
     k = read_knobs(knobs)
-    model = calibration if calibration is not None else default_model("no calibration given")
+    if calibration is None:
+        model = default_model("no calibration given")
+    elif isinstance(calibration, CostModel):
+        model = calibration
+    else:
+        from .ksmd_calibration import load_model
+        model = load_model(calibration, explicit=True)
     plan = scan_plan(summary, k)
     advisor = ScanTimeAdvisor() if k["advisor_mode"] == "scan-time" else None
     pts, sleep_ms = k["pages_to_scan"], k["sleep_millisecs"]
