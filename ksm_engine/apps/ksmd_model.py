@@ -197,9 +197,9 @@ def scanned_pages(work):
 @dataclass
 class ScanPlan:
     """What ksmd does on static memory, pass by pass (see the module doc)."""
-    passes: list          # per full scan (1-based order): {kind: pages}
+    passes: list          # per full scan, in order: {kind: pages, compare kind: tree levels}
     settle_pass: int      # full scan in which the counters change last (0: never change)
-    settle_index: int     # index in that pass's scanned pages of the last change (-1: none)
+    settle_index: int     # scan-order index of the page making the last change (-1: none)
 
     def scanned(self, k):
         """Pages scanned (counted in pages_scanned) in pass k (1-based)."""
