@@ -15,7 +15,8 @@ asked about.
      ksmd_model.scan_plan of the mix's content summary.  Solved by least
      squares with non-negative costs.
   2. Pace: the interpreters at PACES (pages_to_scan, sleep_millisecs)
-     until settled (kernel_timing.run_paced): the CPU the one-batch fit does
+     until settled (kernel_timing.run_paced), and a small image in batches
+     of 10 pages for two full scans: the CPU the one-batch fit does
      not explain is spread over the batches (per_batch) and the pages
      (a factor on every cost, cold caches between batches); the run-queue
      wait per wake-up (schedstat) is the wake_latency; the length of the
@@ -39,6 +40,7 @@ from .page_contents import summarize_files, summarize_pids
 
 PASSES = 6                    # full scans per mix in step 1 (the 5th skips under smart_scan)
 PACES = (("100", "20"), ("1000", "20"))
+SMALL_BATCHES = ("10", "20", 512)     # pages_to_scan, sleep_millisecs, pages of a small image
 
 
 def interpreters(n, pages):
@@ -134,8 +136,11 @@ def fit_work(rows):
     return dict(zip(COSTS, (float(v) for v in x[:-1]))), float(x[-1])
 
 
-def measure_paces(mix, progress=None):
-    """Step 2's runs: [(knobs, kernel_timing.run_paced result)]."""
+def measure_paces(mix, directory, progress=None):
+    """Step 2's runs: [(knobs, kernel_timing.run_paced result)]: the
+    interpreters at PACES, and a small image (pairs and unique pages) in
+    batches of SMALL_BATCHES pages for two full scans (the advisor's small
+    batches: the cost of a batch apart from its pages)."""
     out = []
     for pts, sleep in PACES:
         if progress:
@@ -143,6 +148,18 @@ def measure_paces(mix, progress=None):
         knobs = {"pages_to_scan": pts, "sleep_millisecs": sleep}
         start = functools.partial(kernel_timing.children_of, recipes=mix["interpreters"])
         out.append((knobs, kernel_timing.run_paced(start, knobs, summary_of=_pids_summary)))
+    pts, sleep, pages = SMALL_BATCHES
+    if progress:
+        progress(f"calibrate: pages_to_scan={pts} sleep_millisecs={sleep}")
+    rng = np.random.default_rng(0x736d616c)
+    half = rng.integers(0, 256, size=(pages // 4, PAGE_SIZE), dtype=np.uint8)
+    path = os.path.join(directory, "small.img")
+    np.concatenate([half, half, rng.integers(0, 256, size=(pages // 2, PAGE_SIZE),
+                                             dtype=np.uint8)]).tofile(path)
+    knobs = {"pages_to_scan": pts, "sleep_millisecs": sleep}
+    start = functools.partial(kernel_timing.children_of, images=[path])
+    out.append((knobs, kernel_timing.run_paced(start, knobs, max_full_scans=2,
+                                               summary_of=functools.partial(_files_summary, [path]))))
     return out
 
 
@@ -204,8 +221,8 @@ def calibrate(progress=None, quick=False):
     mix = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="ksm-engine-calibrate-") as d:
         rows = measure_work(d, mix, progress)
+        runs = measure_paces(mix, d, progress)
     costs, per_full_scan = fit_work(rows)
-    runs = measure_paces(mix, progress)
     hz = kernel_hz()
     model, err = fit_pace(costs, per_full_scan, runs, hz)
     measurements = {
