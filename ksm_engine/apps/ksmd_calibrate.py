@@ -182,8 +182,8 @@ def fit_pace(costs, per_full_scan, runs, hz):
     # cpu = (1 + f) * work + batches * per_batch, f >= 0, per_batch >= 0
     a = np.array([[w, n] for w, n in zip(work, batches)])
     factor, per_batch = _nnls(a, np.array(cpu))
-    factor = max(factor, 1.0) if factor else 1.0
-    costs = {c: v * factor for c, v in costs.items()}
+    factor = max(float(factor), 1.0)
+    costs = {c: float(v * factor) for c, v in costs.items()}
     slices = sum(r["slices"] for _, r in runs)
     latency = sum(r["wait_seconds"] for _, r in runs) / slices if slices else DEFAULT_TIMING["wake_latency"]
     base = dict(costs=costs, per_batch=float(per_batch), per_full_scan=per_full_scan,
