@@ -87,6 +87,7 @@ DEFAULT_TIMING = {"per_batch": 90e-6, "per_full_scan": 60e-6, "wake_latency": 20
                   "jitter": 500e-6, "stretch": 1.0, "slice": 1.4e-3}
 ASSUMED_HZ = 250           # when the kernel's config cannot be read
 PASSES_AFTER_SETTLE = 2    # passes the settle rule watches after the last change
+HISTOGRAM_LIMIT = 1 << 20  # copy counts up to this are binned (scan_plan)
 
 # ---------------------------------------------------------------------------
 # ContentSummary: a stand-in of identical shape for the one the estimate
@@ -151,14 +152,26 @@ def _check_summary(s):
     return copies
 
 
-def _merge_work(copies, m):
-    """Pass 2's work for contents with these copy counts at
-    max_page_sharing m: (inserts, merges, hits, lone) summed."""
-    q, r = copies // m, copies % m
-    inserts = int((q + (r >= 1)).sum())
-    merges = int((q + (r >= 2)).sum())
-    hits = int((q * (m - 2) + np.maximum(r - 2, 0)).sum())
-    lone = int((r == 1).sum())
+def _copy_histogram(copies):
+    """(values, how many contents have each) of the copy counts: a
+    bincount for the common small counts, the rare large ones as they are."""
+    small = copies <= HISTOGRAM_LIMIT
+    hist = np.bincount(copies[small]) if small.any() else np.zeros(1, np.int64)
+    values = np.flatnonzero(hist)
+    large = copies[~small]
+    return (np.concatenate([values, large]).astype(np.int64),
+            np.concatenate([hist[values], np.ones(large.size, np.int64)]))
+
+
+def _merge_work(values, weights, m):
+    """Pass 2's work for contents with these copy counts (values, each
+    held by `weights` contents) at max_page_sharing m: (inserts, merges,
+    hits, lone) summed."""
+    q, r = values // m, values % m
+    inserts = int(((q + (r >= 1)) * weights).sum())
+    merges = int(((q + (r >= 2)) * weights).sum())
+    hits = int(((q * (m - 2) + np.maximum(r - 2, 0)) * weights).sum())
+    lone = int(((r == 1) * weights).sum())
     return inserts, merges, hits, lone
 
 
@@ -210,18 +223,19 @@ def scan_plan(summary, knobs, n_passes=None):
     """The ScanPlan of a ContentSummary under the knobs (read_knobs'
     output), for n_passes full scans (default: to the settling one and
     PASSES_AFTER_SETTLE more)."""
-    copies = _check_summary(summary)
+    values, weights = _copy_histogram(_check_summary(summary))
+    nonzero_dups = bool((values >= 2).any())
     m = knobs["max_page_sharing"]
     zero_merge = knobs["use_zero_pages"] and summary.zero_pages
-    if not knobs["use_zero_pages"] and summary.zero_pages:
-        copies = np.append(copies, summary.zero_pages)
-    inserts, merges, hits, lone = _merge_work(copies, m)
+    if not knobs["use_zero_pages"] and summary.zero_pages:     # one more content
+        values, weights = np.append(values, summary.zero_pages), np.append(weights, 1)
+    inserts, merges, hits, lone = _merge_work(values, weights, m)
     zeros = summary.zero_pages if zero_merge else 0
     unmerged = lone                          # never merged: unique pages and lone copies
     merged = summary.pages - zeros - unmerged
     # where the counters change last in pass 2 (unknown index: the pass's end)
     ends = []
-    if (np.asarray(summary.copies) >= 2).any():
+    if nonzero_dups:
         ends.append(summary.last_dup_index)
     if zeros or (not knobs["use_zero_pages"] and summary.zero_pages >= 2):
         ends.append(summary.last_zero_index)
@@ -232,7 +246,7 @@ def scan_plan(summary, knobs, n_passes=None):
         settle_pass, settle_index = 0, -1
     n = n_passes or max(settle_pass, 1) + PASSES_AFTER_SETTLE
     scans = smart_scan_scans(n, knobs["smart_scan"])
-    stable_nodes = merges
+    stable_nodes = int(weights[values >= 2].sum())   # a chain is one node of the tree
     passes = [{"checksum": summary.pages}]
     if n >= 2:
         searched = inserts + merges + hits
