@@ -80,10 +80,10 @@ MODEL_KNOBS = ("pages_to_scan", "sleep_millisecs", "use_zero_pages", "max_page_s
 # (2-core Xeon VM, Linux 6.18, HZ=250; docs/ksmd_model.md), used when no
 # calibration is given.  Seconds per page of each kind, per batch, per full
 # scan; wake-up latency and the jitter of a batch's end, in seconds.
-DEFAULT_COSTS = {"checksum": 1.4e-6, "unstable_insert": 0.3e-6, "unstable_merge": 2.5e-6,
-                 "stable_hit": 3.0e-6, "zero_merge": 2.8e-6, "ksm_noop": 0.26e-6,
-                 "skip": 0.3e-6, "stable_compare": 0.15e-6, "unstable_compare": 0.4e-6}
-DEFAULT_TIMING = {"per_batch": 90e-6, "per_full_scan": 60e-6, "wake_latency": 200e-6,
+DEFAULT_COSTS = {"checksum": 1.3e-6, "unstable_insert": 0.3e-6, "unstable_merge": 0.8e-6,
+                 "stable_hit": 3.0e-6, "zero_merge": 2.5e-6, "ksm_noop": 0.28e-6,
+                 "skip": 0.25e-6, "stable_compare": 0.17e-6, "unstable_compare": 0.3e-6}
+DEFAULT_TIMING = {"per_batch": 60e-6, "per_full_scan": 20e-6, "wake_latency": 200e-6,
                   "jitter": 500e-6, "stretch": 1.0, "slice": 1.4e-3}
 ASSUMED_HZ = 250           # when the kernel's config cannot be read
 PASSES_AFTER_SETTLE = 2    # passes the settle rule watches after the last change
