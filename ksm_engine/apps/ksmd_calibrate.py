@@ -3,7 +3,7 @@ fits the ksmd model's costs (ksmd_model.CostModel).
 
 The built-in mix (MIX): raw images in kernel_peer's children, chosen so
 that their full scans separate the kinds of work (unique pages: checksums,
-unstable inserts, smart_scan skips, at two sizes for the tree depth; pairs:
+unstable inserts, smart_scan skips, at three sizes for the tree depth; pairs:
 unstable merges; groups of 64 copies: stable hits; zero pages with
 use_zero_pages: zero merges; merged pages afterwards: ksm_noop), and real
 interpreters (merge-any) whose memory is like the processes the estimate is
@@ -34,7 +34,7 @@ import numpy as np
 from .. import PAGE_SIZE
 from . import kernel_timing
 from .ksmd_calibration import kernel_hz
-from .ksmd_model import (COSTS, DEFAULT_COSTS, DEFAULT_TIMING, CostModel, _timed_pass,
+from .ksmd_model import (COSTS, DEFAULT_COSTS, DEFAULT_TIMING, CostModel, timed_pass,
                          read_knobs, scan_plan)
 from .page_contents import summarize_files, summarize_pids
 
@@ -72,7 +72,8 @@ def _mix_images(directory, n):
         return rng.integers(0, 256, size=(pages, PAGE_SIZE), dtype=np.uint8)
     pairs = rand(n // 4)
     groups = rand(n // 64)
-    return [("unique-small", [img("unique-small", rand(n // 4))], {}),
+    return [("unique-tiny", [img("unique-tiny", rand(n // 32))], {}),
+            ("unique-small", [img("unique-small", rand(n // 4))], {}),
             ("unique", [img("unique", rand(n))], {}),
             ("pairs", [img("pairs", np.concatenate([pairs, pairs]))], {}),
             ("groups", [img("groups", np.tile(groups, (64, 1)))], {}),
@@ -209,7 +210,7 @@ def _wall_error(model, runs):
         plan = scan_plan(r["summary"], k, len(measured))
         # from the second full scan on: the first starts off the tick (run=1 wakes ksmd)
         for work, wall in list(zip(plan.passes, measured))[1:]:
-            got, _, _ = _timed_pass(work, k["pages_to_scan"], k["sleep_millisecs"], model)
+            got, _, _ = timed_pass(work, k["pages_to_scan"], k["sleep_millisecs"], model)
             err += math.log(max(got, 1e-6) / max(wall, 1e-6)) ** 2
     return err
 

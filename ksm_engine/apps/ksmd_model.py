@@ -336,7 +336,7 @@ def _pass_cost(work, model):
     return cpu, scanned_pages(work)
 
 
-def _timed_pass(work, pts, sleep_ms, model):
+def timed_pass(work, pts, sleep_ms, model):
     """(wall seconds, CPU seconds, batches) of one full scan."""
     cpu_pages, scanned = _pass_cost(work, model)
     per_page = cpu_pages / scanned if scanned else 0.0
@@ -401,7 +401,7 @@ def predict(summary, knobs, calibration=None, ksmd_cpu_before=0.0):
             w, c, p, b = _settle_point(plan, pts, sleep_ms, model)
             before = sum(q["pages_scanned"] for q in passes)
             settle = (now + w, cpu + c, before + p, sum(q["batches"] for q in passes) + b)
-        wall, c, batches = _timed_pass(work, pts, sleep_ms, model)
+        wall, c, batches = timed_pass(work, pts, sleep_ms, model)
         scanned = scanned_pages(work)
         passes.append({"full_scan": i, "pages_to_scan": pts,
                        "work": {kind: round(v) for kind, v in work.items()},
