@@ -88,3 +88,48 @@ def report(args, compute, render_text):
     else:
         print(render_text(result))
     return result
+
+
+# --- the ksmd model (calibrate, and the estimate's time and CPU) ---
+
+def ksmd_model_line(model, note=None):
+    """The table line saying which ksmd model a prediction used."""
+    if model == "calibrated":
+        return "ksmd model: calibrated (ksm-engine calibrate)"
+    return f"ksmd model: default{f' ({note})' if note else ''}"
+
+
+def cost_model_dict(model):
+    """A ksmd_model.CostModel as JSON-ready figures."""
+    out = {"model": model.source, "hz": model.hz,
+           "costs_us": {k: round(v * 1e6, 4) for k, v in model.costs.items()},
+           "per_batch_us": round(model.per_batch * 1e6, 2),
+           "per_full_scan_us": round(model.per_full_scan * 1e6, 2),
+           "wake_latency_us": round(model.wake_latency * 1e6, 2),
+           "jitter_us": round(model.jitter * 1e6, 2), "stretch": model.stretch,
+           "slice_us": round(model.slice * 1e6, 2)}
+    if model.note:
+        out["note"] = model.note
+    return out
+
+
+def calibration_text(result):
+    """calibrate's report as text."""
+    lines = [ksmd_model_line(result["model"], result.get("note")),
+             f"file: {result['path']}", f"CONFIG_HZ: {result['hz']}", "",
+             table([[k, v] for k, v in result["costs_us"].items()],
+                   headers=["CPU per page / tree level", "us"]), "",
+             key_values([("per batch (us)", result["per_batch_us"]),
+                         ("per full scan (us)", result["per_full_scan_us"]),
+                         ("wake-up latency (us)", result["wake_latency_us"]),
+                         ("jitter (us)", result["jitter_us"]),
+                         ("scheduler slice (us)", result["slice_us"]),
+                         ("wall per CPU second past the slice", result["stretch"])])]
+    paces = result.get("measurements", {}).get("paces")
+    if paces:
+        lines += ["", table([[p["pages_to_scan"], p["sleep_millisecs"], p["pages"],
+                              round(p["batch_seconds"] * 1e3, 2), p["settle_seconds"],
+                              p["ksmd_cpu_seconds"]] for p in paces],
+                            headers=["pages_to_scan", "sleep_millisecs", "pages", "batch ms",
+                                     "settle s", "ksmd CPU s"])]
+    return "\n".join(lines)
