@@ -15,7 +15,6 @@ from ..apps.ksmd_calibration import CalibrationError, default_path, load_model, 
 from . import render
 from .errors import EXIT_FAILURE, EXIT_USAGE, CliError
 
-NAME = "calibrate"
 HELP = "measure the kernel's ksmd (CPU per page, batch length) for the time and CPU predictions"
 DESCRIPTION = """\
 Measure this machine's ksmd (root, and a writable /sys/kernel/mm/ksm) and save
