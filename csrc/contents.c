@@ -50,7 +50,7 @@
 #define FP_SEED_A 0x6b736d2d656e6731ull /* "ksm-eng1" */
 #define FP_SEED_B 0x636f6e74656e7473ull /* "contents" */
 #define WORDS_PER_PAGE (KE_PAGE_SIZE / 8)
-#define MIN_CAPACITY 1024u
+#define MIN_CAPACITY (KE_COUNTS_MIN_BYTES / sizeof(struct fp_entry))
 
 struct fp_entry {
     uint64_t hi, lo;       /* the content's fingerprint */
@@ -58,6 +58,8 @@ struct fp_entry {
     uint32_t count;        /* pages holding it; 0: the slot is empty */
     uint32_t last_source;  /* the source of that last page */
 };
+
+_Static_assert(sizeof(struct fp_entry) == 32, "an entry is 32 bytes (docs)");
 
 struct ke_counts {
     struct fp_entry *slots;    /* capacity entries, a power of two */
@@ -155,7 +157,7 @@ int ke_counts_new(uint64_t max_bytes, ke_counts **out)
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (max_bytes < MIN_CAPACITY * sizeof(struct fp_entry))
+    if (max_bytes < KE_COUNTS_MIN_BYTES)
         return -EINVAL;
     ke_counts *c = calloc(1, sizeof(*c));
     if (!c)

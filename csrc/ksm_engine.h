@@ -198,6 +198,8 @@ uint32_t ke_jhash2_2009(const uint32_t *k, uint32_t length, uint32_t initval);
  *     (contents.c; ksm_engine/contents.py) --- */
 /* Names the fingerprint function; files of fingerprints carry it. */
 #define KE_FP_VERSION 1
+/* The smallest count table: 1024 slots of 32 bytes. */
+#define KE_COUNTS_MIN_BYTES 32768
 typedef struct ke_counts ke_counts;
 struct ke_counts_info {
     uint64_t pages;           /* pages entered, zero pages included */
@@ -211,7 +213,7 @@ struct ke_counts_info {
 /* 128-bit fingerprints (hi, lo) and the zero test of npages whole pages. */
 int ke_fingerprint_pages(const void *buf, uint64_t npages, uint64_t *hi,
                          uint64_t *lo, uint8_t *zero);
-/* A table bounded by max_bytes (-ENOMEM beyond; -EINVAL under 32 KiB). */
+/* A table bounded by max_bytes (-ENOMEM beyond; -EINVAL under KE_COUNTS_MIN_BYTES). */
 int ke_counts_new(uint64_t max_bytes, ke_counts **out);
 void ke_counts_free(ke_counts *c);
 /* Enters npages whole pages of buf, next in scan order, from source;

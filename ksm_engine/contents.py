@@ -67,7 +67,7 @@ class ContentCounts:
     _c = None
 
     def __init__(self, max_bytes=DEFAULT_MAX_TABLE_BYTES):
-        max_bytes = int_arg("max_bytes", max_bytes, min=0, max=1 << 62)
+        max_bytes = int_arg("max_bytes", max_bytes, min=lib.KE_COUNTS_MIN_BYTES, max=1 << 62)
         out = ffi.new("ke_counts **")
         check(lib.ke_counts_new(max_bytes, out), "count table")
         self._c = out[0]
