@@ -205,3 +205,19 @@ def test_a_process_that_exits_while_read_is_a_runtime_failure():
     assert e.value.exit_code == EXIT_FAILURE
     assert f"pid {child.pid}" in str(e.value) and "exited while being read" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_an_image_truncated_while_read_is_bad_input(tmp_path):
+    """Planned at 64 pages, cut to 10 before the read: a one-line reason."""
+    from ksm_engine.apps import estimate as est
+
+    path = tmp_path / "a.img"
+    path.write_bytes(os.urandom(64 * PAGE))
+    srcs = est.open_sources([("image", str(path))])
+    try:
+        os.truncate(path, 10 * PAGE)
+        with pytest.raises(est.EstimateError, match="the file ended at byte 40960"):
+            est.estimate(srcs)
+    finally:
+        for s in srcs:
+            s.close()
