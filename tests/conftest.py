@@ -21,6 +21,21 @@ from ksm_engine import Machine
 SMALL_RAM = "64MiB"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_user_calibration(tmp_path_factory):
+    """The estimate's time model reads the user's ksmd calibration when no
+    file is named: tests see none (a path that does not exist), so their
+    results do not depend on whether this machine was calibrated."""
+    path = tmp_path_factory.mktemp("calibration") / "none.json"
+    old = os.environ.get("KSM_ENGINE_CALIBRATION")
+    os.environ["KSM_ENGINE_CALIBRATION"] = str(path)
+    yield
+    if old is None:
+        del os.environ["KSM_ENGINE_CALIBRATION"]
+    else:
+        os.environ["KSM_ENGINE_CALIBRATION"] = old
+
+
 def assert_frames_add_up(m):
     """free + used + balloon frames == nr_frames, read through the public
     properties (meminfo and the single properties must agree)."""

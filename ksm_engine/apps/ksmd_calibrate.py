@@ -36,7 +36,7 @@ from . import kernel_timing
 from .ksmd_calibration import kernel_hz
 from .ksmd_model import (COSTS, DEFAULT_COSTS, DEFAULT_TIMING, CostModel, timed_pass,
                          read_knobs, scan_plan)
-from .page_contents import summarize_files, summarize_pids
+from .estimate.count import summarize_sources
 
 PASSES = 6                    # full scans per mix in step 1 (the 5th skips under smart_scan)
 PACES = (("100", "20"), ("1000", "20"))
@@ -116,11 +116,11 @@ def measure_work(directory, mix, progress=None):
 
 
 def _files_summary(paths, kids):
-    return summarize_files(paths)
+    return summarize_sources([("image", p) for p in paths])
 
 
 def _pids_summary(kids):
-    return summarize_pids([k.pid for k in kids])
+    return summarize_sources([("pid", str(k.pid)) for k in kids])
 
 
 def fit_work(rows):

@@ -89,22 +89,6 @@ ASSUMED_HZ = 250           # when the kernel's config cannot be read
 PASSES_AFTER_SETTLE = 2    # passes the settle rule watches after the last change
 HISTOGRAM_LIMIT = 1 << 20  # copy counts up to this are binned (scan_plan)
 
-# ---------------------------------------------------------------------------
-# ContentSummary: a stand-in of identical shape for the one the estimate
-# branch defines in ksm_engine/ksm/settled.py (to be replaced by an import
-# of that class at the merge).
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ContentSummary:
-    pages: int            # pages ksmd tracks: every present page of every mergeable area, in scan order
-    zero_pages: int       # of them, all-zero pages
-    copies: np.ndarray    # int64, one entry per distinct NON-zero content: how many pages hold it (>=1)
-    last_dup_index: int = -1   # scan-order index of the last page whose non-zero content has >=2 copies (-1 none/unknown)
-    last_zero_index: int = -1  # scan-order index of the last zero page (-1 none/unknown)
-
-# --- end of the stand-in ------------------------------------------------------
 
 
 class ModelError(ValueError):

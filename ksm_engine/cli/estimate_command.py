@@ -9,6 +9,7 @@ input, 1 for runtime failures) and the result into a table or JSON.  The sources
 import argparse
 
 from ..apps.estimate import EstimateError, estimate, open_sources
+from ..apps.ksmd_calibration import CalibrationError, load_model
 from ..machine import PAGE_SIZE
 from ..units import format_size
 from . import render
@@ -51,13 +52,14 @@ stable_node_dups, general_profit, the saving (pages_sharing +
 ksm_zero_pages pages, in bytes and as a percent of the pages ksmd would
 track), each source's ksm_stat figures, and a time prediction.
 
-time model, for --pages-to-scan P and --sleep-millisecs S:
-  N  full scans needed: static memory settles in its second full scan (the
-     first records checksums); with --engine, the engine's own count
-  batches  sum over those N scans of floor(pages that scan scanned / P) + 1
-  time to settle = batches x S + CPU
-  CPU = pages scanned x the cost per page: ksmd's, measured on this host
-        (3 us), or with --engine the engine's own"""
+time model (docs/ksmd_model.md), for --pages-to-scan P and --sleep-millisecs S
+(or --set advisor_mode=scan-time): what ksmd does in each full scan of this
+memory (checksums, tree inserts and merges, smart_scan's skips), the full
+scan and the page at which the counters last change, the batches of P
+pages, each the sleep in jiffies rounded to the timer tick plus its work,
+and ksmd's CPU per page by kind: from the calibration `ksm-engine calibrate`
+saved (--calibration FILE picks another), else the default model; the
+report says which."""
 EPILOG = """\
 examples:
   ksm-engine estimate --pid 4242 --pid 4243
@@ -104,6 +106,9 @@ def add_arguments(p):
     p.add_argument("--engine", action="store_true",
                    help="also run the engine's KSM over the sources (needs their memory): "
                         "its counters and full scans answer")
+    p.add_argument("--calibration", metavar="FILE", default=None,
+                   help="the ksmd calibration to time the prediction with (default: the "
+                        "one `ksm-engine calibrate` saved, else the default model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -123,6 +128,10 @@ def compute(args, progress=None):
                        "each source as it is")
     knobs = knob_assignments(args.set)
     try:
+        calibration = load_model(args.calibration, explicit=args.calibration is not None)
+    except CalibrationError as e:
+        raise CliError(f"--calibration: {e.strerror}") from None
+    try:
         sources = open_sources(args.sources)
     except EstimateError as e:
         raise CliError(str(e)) from None
@@ -131,7 +140,7 @@ def compute(args, progress=None):
                         sleep_millisecs=args.sleep_millisecs,
                         max_full_scans=args.max_full_scans, progress=progress,
                         engine=args.engine, watch=args.watch,
-                        core_zero_pages=args.core_zero_pages)
+                        core_zero_pages=args.core_zero_pages, calibration=calibration)
     except EstimateError as e:
         raise CliError(str(e)) from None
     except MemoryError as e:
@@ -198,10 +207,10 @@ def render_text(r):
                                                for x in runs)])
     preds = [x["prediction"] for x in runs]
     p0 = preds[0]
-    rows.append(["full scans needed", *(p["full_scans_needed"] for p in preds)])
+    rows.append(["full scans needed", *(p["full_scans"] for p in preds)])
     rows.append(["predicted time to settle", *(f"{p['settle_seconds']:.1f} s" for p in preds)])
-    rows.append(["predicted ksmd CPU", *(f"{p['cpu_seconds']:.3f} s ({p['cpu_percent']:.2f}%)"
-                                         for p in preds)])
+    rows.append(["predicted ksmd CPU", *(f"{p['ksmd_cpu_seconds']:.3f} s "
+                                         f"({p['cpu_percent']:.2f}%)" for p in preds)])
     out.append(render.table(rows, headers=heads, align="l" + "r" * len(runs)))
     out.append("")
     out.append(f"zero-filled pages: {r['zero_pages']} ({format_size(r['zero_pages'] * PAGE_SIZE)})")
@@ -221,7 +230,10 @@ def render_text(r):
         answered = "content counts (the pages were not loaded; --engine runs KSM)"
     out.append(f"answered by: {answered}; {c['distinct']} distinct non-zero contents, "
                f"count table {format_size(c['table_bytes'])}")
-    out.append(f"time model ({p0['model']}): pages_to_scan={p0['pages_to_scan']}, "
-               f"sleep_millisecs={p0['sleep_millisecs']}, {p0['batches']} batches, "
-               f"{p0['ns_per_page']:.0f} ns per scanned page (see --help)")
+    pace = ("advisor_mode=scan-time" if p0["advisor_mode"] == "scan-time"
+            else f"pages_to_scan={p0['pages_to_scan']}")
+    out.append(f"time model: {pace}, sleep_millisecs={p0['sleep_millisecs']}, "
+               f"{p0['batches']} batches of {p0['batch_seconds'] * 1e3:.1f} ms, "
+               f"CONFIG_HZ={p0['hz']}")
+    out.append(render.ksmd_model_line(p0["model"], p0.get("note")))
     return "\n".join(out)

@@ -91,12 +91,13 @@ def test_text_report(images):
     assert rows[str(a)][:2] == ["image", "60"]
     assert "zero-filled pages: 10 (40.0 KiB)" in out
     assert "saving" in rows and "(72.50%)" in " ".join(rows["saving"])
-    assert "time model (static memory): pages_to_scan=100, sleep_millisecs=20" in out
+    assert "time model: pages_to_scan=100, sleep_millisecs=20," in out
+    assert "ksmd model: default (not calibrated: " in out
     assert "answered by: content counts" in out
     r = run_cli("estimate", "--image", a, "--image", b, "--engine")
     assert r.returncode == 0, r.stderr
     assert "answered by: the engine's KSM run (the content counts agree)" in r.stdout
-    assert "time model (engine scans): pages_to_scan=100" in r.stdout
+    assert "time model: pages_to_scan=100" in r.stdout
 
 
 def test_streams_in_chunks_without_a_second_copy(tmp_path):

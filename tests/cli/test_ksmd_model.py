@@ -9,7 +9,7 @@ import pytest
 from ksm_engine import PAGE_SIZE
 from ksm_engine.apps.ksmd_model import (CostModel, ModelError, batch_period, msecs_to_jiffies,
                                         predict, read_knobs, scan_plan, smart_scan_scans)
-from ksm_engine.apps.page_contents import summarize
+from ksm_engine.apps.estimate.count import summarize
 from ksm_engine.ksm.advisor import ScanTimeAdvisor
 from ksm_engine.settle import load_buffers
 

@@ -103,3 +103,27 @@ def count_sources(sources, *, chunk_bytes=CHUNK_BYTES, core_zero_pages=False, wa
     except BaseException:
         counts.close()
         raise
+
+
+def summarize(buffers):
+    """The ContentSummary of the pages in an iterable of bytes-like buffers
+    (each a whole number of pages), in scan order: the count path over
+    memory the caller already holds (the ksmd model's tests)."""
+    with ContentCounts() as counts:
+        for buf in buffers:
+            counts.add(buf)
+        return counts.summary()
+
+
+def summarize_sources(specs, *, chunk_bytes=CHUNK_BYTES):
+    """The ContentSummary of the estimate's sources ([(kind, text)] as
+    open_sources takes them), read once in order: what ksmd would scan in
+    those processes, cores or images."""
+    from .sources import open_sources
+    sources = open_sources(specs)
+    try:
+        with count_sources(sources, chunk_bytes=chunk_bytes, core_zero_pages=True) as counts:
+            return counts.summary()
+    finally:
+        for s in sources:
+            s.close()

@@ -15,7 +15,8 @@ not the memory for (MemoryError, before anything is touched).
 """
 import gc
 
-from ..demo import apply_knobs, check_fits
+from ...ksm.sysfs import apply_knobs
+from ..demo import check_fits
 from ...machine import PAGE_SIZE, Machine
 from ...process import MADV_MERGEABLE
 from ...settle import DEFAULT_MAX_FULL_SCANS, settle

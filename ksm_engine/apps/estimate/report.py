@@ -3,67 +3,40 @@ and the time prediction, from the count path (and the engine path when it
 ran).
 
 predict_time() is the one place the time to settle and ksmd's CPU are
-predicted; ksm_engine.apps.ksmd_model will take its place.  Until then:
-
-  engine path  predict(): the engine's own full scans (pages each scanned,
-               smart_scan's skips excluded) and its measured cost per page
-  count path   the same formula over the scans static memory takes: every
-               tracked page is scanned in each full scan, and the settled
-               counters hold from the second full scan on (the first only
-               records checksums; tests/ksm/test_settled.py), or the first
-               when nothing merges; CPU at KSMD_NS_PER_PAGE, ksmd's cost per
-               scanned page measured on this host (real-hosts notes)
-
-  batches  B = sum over the scans needed of floor(pages scanned /
-           pages_to_scan) + 1: ksm_do_scan ends a batch at the end of a full
-           scan, and a scan whose last page fills a batch needs one more,
-           empty, batch to reach that end
-  time to settle = B x sleep_millisecs + CPU
+predicted: ksm_engine.apps.ksmd_model over the content summary (what ksmd
+does in each full scan of this memory, smart_scan's skips and the scan-time
+advisor included, timed by the user's calibration or the default model).
+Pages that changed while watched (--watch) are tracked by ksmd but never
+merge: the model sees them as contents of one copy each.
 """
-from ...contents import FINGERPRINT_VERSION
-from ...ksm.settled import RMAP_ITEM_BYTES, settled_counters
-from ...machine import PAGE_SIZE
-from ...settle import CONVERGENCE_COUNTERS
+import numpy as np
 
-KSMD_NS_PER_PAGE = 3000       # ksmd's CPU per scanned page, measured here (count path)
+from ...contents import FINGERPRINT_VERSION
+from ...ksm.settled import RMAP_ITEM_BYTES, ContentSummary, settled_counters
+from ...machine import PAGE_SIZE
+from .. import ksmd_model
+
 REPORTED = ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
             "ksm_zero_pages", "stable_node_chains", "stable_node_dups", "rmap_items",
             "general_profit")
 STAT = ("ksm_rmap_items", "ksm_zero_pages", "ksm_merging_pages", "ksm_process_profit")
 
 
-def predict(scans, seconds, pages_to_scan, sleep_millisecs):
-    """The time model of the module doc, from [(pages scanned, convergence
-    counters)] per full scan and the seconds those scans cost."""
-    final = scans[-1][1]
-    needed = next(i for i, (_, c) in enumerate(scans) if c == final) + 1
-    scanned = [n for n, _ in scans[:needed]]
-    total_scanned = sum(n for n, _ in scans)
-    cost = seconds / total_scanned if total_scanned else 0.0
-    pages = sum(scanned)
-    batches = sum(n // pages_to_scan + 1 for n in scanned)
-    sleep_s = batches * sleep_millisecs / 1000.0
-    cpu_s = pages * cost
-    settle_s = sleep_s + cpu_s
-    return {"pages_to_scan": pages_to_scan, "sleep_millisecs": sleep_millisecs,
-            "full_scans_needed": needed, "pages_scanned": pages, "batches": batches,
-            "sleep_seconds": round(sleep_s, 6), "cpu_seconds": round(cpu_s, 6),
-            "settle_seconds": round(settle_s, 6),
-            "cpu_percent": round(100.0 * cpu_s / settle_s, 3) if settle_s else 0.0,
-            "ns_per_page": round(cost * 1e9, 1)}
-
-
-def predict_time(tracked, counters, *, pages_to_scan, sleep_millisecs, engine_run=None):
-    """The prediction for one run (see the module doc): tracked pages (rmap
-    items at the first full scan), the run's settled counters."""
-    if engine_run is not None and engine_run["scans"]:
-        out = predict(engine_run["scans"], engine_run["seconds"], pages_to_scan, sleep_millisecs)
-        return dict(out, model="engine scans")
-    final = tuple(counters[k] for k in CONVERGENCE_COUNTERS)
-    first = final if not any(final) else tuple(0 for _ in final)
-    scans = [(tracked, first), (tracked, final)]
-    seconds = tracked * len(scans) * KSMD_NS_PER_PAGE * 1e-9
-    return dict(predict(scans, seconds, pages_to_scan, sleep_millisecs), model="static memory")
+def predict_time(summary, knobs, *, volatile=0, calibration=None):
+    """ksmd's time to settle and CPU for one run (ksmd_model.predict): the
+    summary of the stable pages, the run's knobs (every one the model reads:
+    pages_to_scan, sleep_millisecs, use_zero_pages, max_page_sharing,
+    smart_scan, advisor_*), ``volatile`` pages that never merge, and the
+    CostModel to time with."""
+    if volatile:
+        summary = ContentSummary(pages=summary.pages + volatile, zero_pages=summary.zero_pages,
+                                 copies=np.concatenate([summary.copies,
+                                                        np.ones(volatile, dtype=np.int64)]),
+                                 last_dup_index=summary.last_dup_index,
+                                 last_zero_index=summary.last_zero_index)
+    out = ksmd_model.predict(summary, knobs, calibration)
+    out["passes"] = out["passes"][:out["full_scans"] or 1]
+    return out
 
 
 def _saving(out, tracked):
