@@ -62,9 +62,10 @@ import json
 import math
 import os
 import stat
+from dataclasses import dataclass
 
 from ..machine import Machine
-from cmm.clock import SimClock
+from ..clock import SimClock
 from cmm.driver import PAGE_SIZE, PAGES2KB, CmmDriver
 from cmm.hypervisor import H_HARDWARE, Hypervisor
 from cmm.notifier import MEM_ACTIONS, REBOOT_ACTIONS
@@ -246,21 +247,16 @@ def _check_params(p):
     return out
 
 
+@dataclass
 class Scenario:
-    """A validated scenario.
-
-    Fields: ram_mb, cmo_page_size, nr_zones, params (CmmDriver keywords),
-    hv (Hypervisor options), steps [(kind, value)], raw_steps (as given).
-    """
-
-    def __init__(self, ram_mb, cmo_page_size, nr_zones, params, hv, steps, raw_steps):
-        self.ram_mb = ram_mb
-        self.cmo_page_size = cmo_page_size
-        self.nr_zones = nr_zones
-        self.params = params
-        self.hv = hv
-        self.steps = steps
-        self.raw_steps = raw_steps
+    """A validated scenario."""
+    ram_mb: int
+    cmo_page_size: int
+    nr_zones: int
+    params: dict        # CmmDriver keywords
+    hv: dict            # Hypervisor options
+    steps: list         # [(kind, value)]
+    raw_steps: list     # as given
 
 
 def parse_scenario(obj):
