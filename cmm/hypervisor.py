@@ -136,6 +136,9 @@ class Partition:
                       failed_get_mpp
       _page_fault     [after, count, rc] of pending H_PAGE_INIT failures
       _mpp_fault      [count, rc] of pending H_GET_MPP failures
+      memory          the pool's record of where the partition's pages are
+                      (cmm.paging.PartitionMemory), None outside a pool:
+                      told of every page loaned
     """
 
     hv: object = field(repr=False)
@@ -152,6 +155,7 @@ class Partition:
     calls: dict = field(default_factory=lambda: dict.fromkeys(HCALL_COUNTERS, 0), repr=False)
     _page_fault: list = field(default=None, repr=False)
     _mpp_fault: list = field(default=None, repr=False)
+    memory: object = field(default=None, repr=False)
 
     # -- what the hypervisor side sets and reads ------------------------
     def set_loan_target(self, nbytes):
@@ -277,6 +281,8 @@ class Partition:
             self.stale.discard(addr)
             if state == H_PAGE_SET_LOANED:
                 self.loaned.add(addr)
+                if self.memory is not None:
+                    self.memory.loaned_page(addr)
             else:
                 self.loaned.discard(addr)
             if flags & H_COALESCE_CAND:

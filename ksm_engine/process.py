@@ -255,7 +255,8 @@ class Process:
                 return
             self._check_covered(addr, n)
             m = self.machine
-            m._with_oom_retry(lambda short: lib.ke_mm_write(m._m, self.mm, addr, buf, n, short), "write")
+            m._access(self, addr, n, True, lambda: m._with_oom_retry(
+                lambda short: lib.ke_mm_write(m._m, self.mm, addr, buf, n, short), "write"))
 
     def fill(self, addr, byte, length):
         """Writes ``length`` copies of ``byte`` (0-255) at addr (like memset)."""
@@ -272,7 +273,8 @@ class Process:
                 return
             self._check_covered(addr, length)
             m = self.machine
-            m._with_oom_retry(lambda short: lib.ke_mm_fill(m._m, self.mm, addr, byte, length, short), "fill")
+            m._access(self, addr, length, True, lambda: m._with_oom_retry(
+                lambda short: lib.ke_mm_fill(m._m, self.mm, addr, byte, length, short), "fill"))
 
     def read(self, addr, n):
         """Reads n bytes at addr; pages never written read as zeros."""
@@ -289,7 +291,8 @@ class Process:
                 out = _new_bytes(None, n)
             else:  # pragma: no cover
                 out = bytearray(n)
-            check(lib.ke_mm_read(self.machine._m, self.mm, addr, ffi.from_buffer(out), n), "read")
+            self.machine._access(self, addr, n, False, lambda: check(
+                lib.ke_mm_read(self.machine._m, self.mm, addr, ffi.from_buffer(out), n), "read"))
             return out if isinstance(out, bytes) else bytes(out)
 
     def readinto(self, addr, buf):
@@ -301,7 +304,8 @@ class Process:
             self._check_alive()
             if n:
                 self._check_covered(addr, n)
-                check(lib.ke_mm_read(self.machine._m, self.mm, addr, cbuf, n), "read")
+                self.machine._access(self, addr, n, False, lambda: check(
+                    lib.ke_mm_read(self.machine._m, self.mm, addr, cbuf, n), "read"))
             return n
 
     # --- fork and exit -----------------------------------------------------------
