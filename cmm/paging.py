@@ -100,6 +100,9 @@ class PartitionMemory:
       backed, paged       counts of BACKED and PAGED frames
       page_ins, page_outs, first_touches   pages moved or first backed
       reclaimed     pool pages given back by loans (BACKED or PAGED -> UNBACKED)
+      active_f      the active fraction the policy measured last round
+      barren_loans  loans of frames the pool did not back (nothing won)
+      barren_since  simulated ms of the last such loan, or None
       stall_us      simulated time owed by the partition for paging done on
                     its behalf, not yet spent (its workload takes it)
       stall_total_us   all simulated time paging has cost it
@@ -122,6 +125,9 @@ class PartitionMemory:
         self.reclaimed = 0
         self.stall_us = 0
         self.stall_total_us = 0
+        self.active_f = 1.0
+        self.barren_loans = 0
+        self.barren_since = None
         self.machine = None
         self._reserved = 0
 
@@ -138,7 +144,7 @@ class PartitionMemory:
         # a write gives a new frame to a page not present, on the zero page
         # or on a KSM page (copy on write): at most this many
         not_private = int(np.count_nonzero(flags != PTE_PRESENT))
-        return np.unique(pfns[present]), not_private
+        return pfns[present], not_private       # a KSM frame may appear twice
 
     def before(self, proc, addr, length, write):
         """Ahead of a guest read or write: page in what the range holds on
@@ -151,9 +157,9 @@ class PartitionMemory:
         new = not_private if write else 0
         for _ in range(4):                     # room made may evict the range itself
             st = self.state[pfns]
-            need = int(np.count_nonzero(st != BACKED))
-            if need == 0:
+            if (st == BACKED).all():
                 break
+            need = len(np.unique(pfns[st != BACKED]))
             self.pool.make_room(need + new, self)
             self._back(pfns, stall=True)
         else:  # pragma: no cover - only a pool smaller than one access
@@ -164,8 +170,11 @@ class PartitionMemory:
             self.pool.reserved += new
 
     def after(self, proc, addr, length, write):
-        """After a guest read or write: every frame the range maps now is
-        BACKED and touched (new frames of a write take the room kept)."""
+        """After a guest write: every frame the range maps now is BACKED
+        and touched (new frames take the room kept).  A read changed no
+        mapping: before() did all there was to do."""
+        if not write:
+            return
         self.pool.reserved -= self._reserved
         self._reserved = 0
         pfns, _ = self._range_pfns(proc, addr, length)
@@ -177,8 +186,10 @@ class PartitionMemory:
         frames, page-ins of PAGED ones (their cost owed when ``stall``).
         The pool must have the room (``reserved``: room kept earlier)."""
         st = self.state[pfns]
-        unbacked = pfns[st == UNBACKED]
-        paged = pfns[st == PAGED]
+        if (st == BACKED).all():
+            return
+        unbacked = np.unique(pfns[st == UNBACKED])
+        paged = np.unique(pfns[st == PAGED])
         n = len(unbacked) + len(paged)
         if not n:
             return
@@ -240,6 +251,8 @@ class PartitionMemory:
             self.paged -= 1
             self.pool.device.used -= 1
         else:
+            self.barren_loans += 1             # the pool never backed it
+            self.barren_since = self.pool.now_ms()
             return
         self.state[pfn] = UNBACKED
         self.reclaimed += 1
@@ -273,14 +286,6 @@ class PartitionMemory:
                 f = np.frombuffer(flags, np.uint8)
                 used[np.frombuffer(pfns, np.uint32)[(f & PTE_PRESENT).astype(bool)]] = True
         return used
-
-    def adopt_in_use(self):
-        """Frames in use that the hooks did not see being touched (ksmd's
-        own allocations) become BACKED: first touches, room made."""
-        fresh = np.flatnonzero(self.in_use() & (self.state == UNBACKED))
-        if len(fresh):
-            self.pool.make_room(len(fresh), None)
-            self._back(fresh, stall=False)
 
     def check(self):
         """AssertionError unless the counts match the arrays."""

@@ -33,15 +33,19 @@ PoolPolicy      the hypervisor's reclamation, run every ``period_s`` by a
   1. Free pool memory below ``high``: the shortfall to ``high`` is shared
      out as loan requests, a quantum at a time to the partition with the
      lowest shares per page (its weight over its backed pages, idle pages
-     taxed), never asking a partition to go below its entitled memory.
+     taxed), never asking a partition to go below its entitled memory, nor
+     one whose recent loans gave the pool nothing (its balloon took pages
+     the pool did not back: _barren()).
      Each partition's loan target is then what it has loaned plus its
      share (a balloon that could not loan is asked again, not more).
   2. Free memory above twice ``high``: half the excess goes back as lower
      loan targets, from the partitions with the most shares per page first.
   3. Free memory below ``hard``: the hypervisor pages out, coldest pages of
      the lowest-shares partition first, until ``hard`` is free again.
-  A guest access that finds no room pages out at once (make_room), the
-  cost owed by the partition that asked.
+  A guest access that finds no room pages out at once (make_room, at
+  least PAGEOUT_BATCH pages), the cost owed by the partition that asked.
+  Each partition's active fraction f is measured once a round
+  (PartitionMemory.active_f) and used until the next.
 
 H_COALESCE_CAND hints are recorded by the stub (Partition.coalesce_cand)
 but not acted on: each guest's own KSM already merges within the guest,
@@ -53,6 +57,9 @@ from ksm_engine import PAGE_SIZE
 from .paging import PoolExhausted
 
 ENOMEM = 12
+# Pages paged out at least at a time when room is short: one pass over a
+# partition's frames finds the coldest 1 MiB, not one page per guest access.
+PAGEOUT_BATCH = 256
 
 
 class SharedPool:
@@ -100,8 +107,8 @@ class SharedPool:
                 self.device.refused += short
                 raise PoolExhausted(ENOMEM, f"pool full ({self.pool_pages} pages) and "
                                             f"paging device full ({self.device.size_pages} pages)")
-            v = min(victims, key=lambda p: (self.policy.shares_per_page(p), p.name))
-            got = v.page_out(short, for_access=requester is v)
+            v = min(victims, key=lambda p: (self.policy.shares_per_page(p, f=p.active_f), p.name))
+            got = v.page_out(max(short, PAGEOUT_BATCH), for_access=requester is v)
             if requester is not None and requester is not v:
                 requester._owe(got * self.device.page_out_us)
             short -= got
@@ -148,7 +155,8 @@ class PoolPolicy:
       weights        PartitionMemory -> mem_weight (0-255; shares = weight + 1)
       entitled       PartitionMemory -> entitled pages (never asked below)
       pool           the SharedPool (set by the runner)
-      rounds, loans_asked, released, background_page_outs   counters
+      rounds, released, background_page_outs   counters
+      max_loan_target   the largest sum of the loan targets set
     """
 
     def __init__(self, period_s=1, high=0.06, soft=0.04, hard=0.02, tax_rate=0.75,
@@ -159,19 +167,20 @@ class PoolPolicy:
         self.idle_window_ms = int(idle_window_s * 1000)
         self.pool = None
         self.rounds = 0
-        self.loans_asked = 0
+        self.max_loan_target = 0
         self.released = 0
         self.background_page_outs = 0
 
-    def shares_per_page(self, pm, pages=None):
+    def shares_per_page(self, pm, pages=None, f=None):
         """rho = S / (P * (f + k * (1 - f))): S the partition's shares
         (mem_weight + 1), P its backed pages (``pages`` if given), f its
-        active fraction, k = 1 / (1 - tax_rate)."""
+        active fraction (measured if not given), k = 1 / (1 - tax_rate)."""
         P = pm.backed if pages is None else pages
         if P <= 0:
             return float("inf")
-        f = pm.active_fraction(self.idle_window_ms)
-        k = 1.0 / (1.0 - self.tax_rate) if self.tax_rate < 1 else 1e9
+        if f is None:
+            f = pm.active_fraction(self.idle_window_ms)
+        k = 1.0 / (1.0 - self.tax_rate)
         return (pm.part.mem_weight + 1) / (P * (f + k * (1.0 - f)))
 
     def _pages(self, frac):
@@ -188,17 +197,18 @@ class PoolPolicy:
         if free < high and parts:
             need = high - free
             q = max(1, need // 64)
-            rho = {p: self.shares_per_page(p) for p in parts}
+            f = {p: p.active_f for p in parts}
+            barren = {p for p in parts if self._barren(p)}
+            rho = {p: self.shares_per_page(p, f=f[p]) for p in parts}
             while need > 0:
-                room = [p for p in parts
-                        if p.backed - share[p] - q >= p.part.entitled_mem // PAGE_SIZE]
+                room = [p for p in parts if p not in barren
+                        and p.backed - share[p] - q >= p.part.entitled_mem // PAGE_SIZE]
                 if not room:
                     break
                 p = min(room, key=lambda p: (rho[p], p.name))
                 share[p] += q
                 need -= q
-                rho[p] = self.shares_per_page(p, p.backed - share[p])
-            self.loans_asked += sum(share.values())
+                rho[p] = self.shares_per_page(p, p.backed - share[p], f[p])
         elif free > 2 * high and parts:
             give = (free - 2 * high) // 2
             for p in sorted(parts, key=lambda p: (-self.shares_per_page(p), p.name)):
@@ -211,14 +221,26 @@ class PoolPolicy:
             t = max(0, loaned[p] + share[p])
             p.part.set_loan_target(t * PAGE_SIZE)
             targets[p] = t
+        self.max_loan_target = max(self.max_loan_target, sum(targets.values()))
         return targets
+
+    def _barren(self, pm):
+        """True while the partition's recent loans won the pool nothing:
+        its balloon took only frames the pool did not back (pages the
+        guest never touched), so asking it for more would only shrink the
+        guest.  It is asked again once ``idle_window`` has passed since
+        such a loan.  (The stub's own rule: a hypervisor sees which pages
+        a loan returns, and neither source asks for loans that free
+        nothing.)"""
+        return pm.barren_since is not None and \
+            self.pool.now_ms() - pm.barren_since < self.idle_window_ms
 
     def round(self):
         """One round: loan targets, then background paging below ``hard``."""
         self.rounds += 1
         pool = self.pool
         for p in pool.parts:
-            p.adopt_in_use()
+            p.active_f = p.active_fraction(self.idle_window_ms)
         self.set_loan_targets()
         hard = self._pages(self.hard)
         if pool.free_pages < hard:

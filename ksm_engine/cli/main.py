@@ -19,6 +19,7 @@ COMMANDS = {
     "cmm": ".cmm_command",
     "estimate": ".estimate_command",
     "compare-kernel": ".compare_kernel_command",
+    "pool": ".pool_command",
 }
 
 

@@ -16,7 +16,9 @@ thing that does not add up:
   4. each partition's loaned_kb is the hypervisor's record give or take
      the stale pages: the CMO pages of the balloon's frames are all in the
      record, and what the record holds beyond them is stale;
-  5. a partition that is not running holds nothing: no loan, no pool page.
+  5. a partition that is not running holds nothing: no loan, no pool page;
+  6. every page a guest process maps is in the pool or on the device
+     (a touch the hooks missed would show here).
 """
 import numpy as np
 
@@ -49,6 +51,10 @@ def check_partition(p, cps):
         _fail(f"{p.name}: Machine.check: {e}")
     pm = p.pm
     in_use = pm.in_use()
+    lost = np.flatnonzero(in_use & (pm.state == UNBACKED))
+    if len(lost):
+        _fail(f"{p.name}: {len(lost)} pages in use have neither a pool page nor a device "
+              f"slot (pfn {int(lost[0])})")
     stale_pfns = {a // PAGE_SIZE for a in part.stale}
     loaned_pfns = {a // PAGE_SIZE for a in part.loaned}
     full = [f for f in loaned_pfns - stale_pfns

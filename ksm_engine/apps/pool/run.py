@@ -131,7 +131,7 @@ class PoolRun:
             "stalls": sum(p["stalls"] for p in last),
             "work": {p["name"]: p["work"] for p in last},
             "total_work": sum(p["work"] for p in last),
-            "loans_asked_pages": pol.loans_asked,
+            "max_loan_target_pages": pol.max_loan_target,
             "loans_released_pages": pol.released,
             "loaned_pages_end": sum(p["loaned_pages"] for p in last),
             "device_refused_pages": dev.refused,

@@ -36,12 +36,11 @@ device full: cmm.paging.PoolExhausted) or that the guest could not serve
 counted (``stalls``, ``failed_allocs``).
 
 Content is numpy-built (one buffer per write, no Python code per page)
-from random.Random/numpy seeded by (scenario seed, partition index), so a
+from a numpy Generator seeded by (scenario seed, partition index), so a
 scenario gives the same memory, the same touches and the same JSON on
 every run.
 """
 import errno
-import random
 
 import numpy as np
 
@@ -79,7 +78,7 @@ class Workload:
         self.spec = spec
         self.ksm = ksm
         self.index = index
-        self.rng = random.Random(seed * 1_000_003 + index)
+        self.rng = np.random.default_rng([seed, index])
         self.counters = counters
         self.procs = []
         self.phase = "idle"
@@ -94,8 +93,8 @@ class Workload:
         self.sweep = max(1, pages * spec["sweep_pct"] // 100)
         self._cursor = 0
         self._booted = 0                    # pages of each process written so far
-        self._image = self.rng.randbytes(self.shared * PAGE_SIZE)
-        self._rows = [np.frombuffer(self.rng.randbytes(PAGE_SIZE), np.uint64)
+        self._image = self.rng.bytes(self.shared * PAGE_SIZE)
+        self._rows = [np.frombuffer(self.rng.bytes(PAGE_SIZE), np.uint64)
                       for _ in range(spec["processes"])]
         self._readbuf = bytearray(self.sweep * PAGE_SIZE)
 
