@@ -60,6 +60,8 @@ ENOMEM = 12
 # Pages paged out at least at a time when room is short: one pass over a
 # partition's frames finds the coldest 1 MiB, not one page per guest access.
 PAGEOUT_BATCH = 256
+# Rounds a partition whose loans won nothing is left alone (_barren).
+BARREN_ROUNDS = 5
 
 
 class SharedPool:
@@ -228,12 +230,11 @@ class PoolPolicy:
         """True while the partition's recent loans won the pool nothing:
         its balloon took only frames the pool did not back (pages the
         guest never touched), so asking it for more would only shrink the
-        guest.  It is asked again once ``idle_window`` has passed since
-        such a loan.  (The stub's own rule: a hypervisor sees which pages
+        guest.  It is asked again BARREN_ROUNDS rounds after such a loan.  (The stub's own rule: a hypervisor sees which pages
         a loan returns, and neither source asks for loans that free
         nothing.)"""
         return pm.barren_since is not None and \
-            self.pool.now_ms() - pm.barren_since < self.idle_window_ms
+            self.pool.now_ms() - pm.barren_since < BARREN_ROUNDS * self.period_s * 1000
 
     def round(self):
         """One round: loan targets, then background paging below ``hard``."""

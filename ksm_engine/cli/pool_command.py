@@ -118,7 +118,9 @@ def render_steps(r):
 def render_events(r):
     if not r["events"]:
         return ""
-    rows = [[f"{e['t']:g}", e["op"], e["arg"], e["result"]] for e in r["events"]]
+    def arg(a):
+        return ",".join(f"{k}={v}" for k, v in a.items()) if isinstance(a, dict) else str(a)
+    rows = [[f"{e['t']:g}", e["op"], arg(e["arg"]), e["result"]] for e in r["events"]]
     return "events\n" + render.table(rows, headers=("t", "event", "argument", "result")) + "\n\n"
 
 

@@ -27,11 +27,17 @@ def scanned(m):
     return m.ksm.stats["pages_scanned"]
 
 
+def unique_process(m, n, **knobs):
+    """Knobs set (smart_scan off), a process with n distinct mergeable pages."""
+    set_knobs(m, smart_scan=0, **knobs)
+    p = m.spawn()
+    map_pages(p, [unique_page(i) for i in range(n)])
+    return p
+
+
 def test_batches_and_sleeps_in_simulated_time(sim):
     clock, m = sim
-    set_knobs(m, pages_to_scan=7, sleep_millisecs=100, smart_scan=0)
-    p = m.spawn()
-    map_pages(p, [unique_page(i) for i in range(50)])
+    unique_process(m, 50, pages_to_scan=7, sleep_millisecs=100)
     times = []
     m.ksm.ksmd_hooks.append(lambda ksm, n: times.append((clock.now_ms, n)))
     m.ksm.start(clock)
@@ -50,9 +56,7 @@ def test_batches_and_sleeps_in_simulated_time(sim):
 
 def test_sleep_ends_early_only_for_another_sleep_millisecs(sim):
     clock, m = sim
-    set_knobs(m, pages_to_scan=1, sleep_millisecs=100000, smart_scan=0)
-    p = m.spawn()
-    map_pages(p, [unique_page(i) for i in range(8)])
+    unique_process(m, 8, pages_to_scan=1, sleep_millisecs=100000)
     m.ksm.start(clock)
     assert scanned(m) == 1
     m.ksm.sysfs["pages_to_scan"] = "2"
@@ -88,9 +92,7 @@ def test_no_batch_until_a_process_registers(sim):
 
 def test_run_0_parks_ksmd_and_run_1_wakes_it(sim):
     clock, m = sim
-    set_knobs(m, pages_to_scan=5, sleep_millisecs=10, smart_scan=0)
-    p = m.spawn()
-    map_pages(p, [unique_page(i) for i in range(100)])
+    unique_process(m, 100, pages_to_scan=5, sleep_millisecs=10)
     m.ksm.start(clock)
     clock.advance(0.015)
     assert scanned(m) == 10

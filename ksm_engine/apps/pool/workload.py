@@ -193,42 +193,14 @@ class Workload:
             return True
         return False
 
-    def thread(self, pm):
-        """The workload as a kernel thread; ``pm`` (the partition's
-        cmm.paging.PartitionMemory) is where its paging cost is owed."""
-        tick_s = self.spec["tick_s"]
+    def _guarded(self, phase, ticks_left, pm):
+        """One tick, its failures counted (see the module doc); returns the
+        seconds it lasts: tick_s plus the paging it cost."""
         c = self.counters
-        for ph in self.spec["phases"]:
-            ticks = max(1, int(round(ph["s"] / tick_s)))
-            self.phase = ph["phase"]
-            growth = None
-            if self.phase == "growth" and ph.get("mb"):
-                growth = Burst(int(ph["mb"] * (1 << 20)) // PAGE_SIZE, ticks)
-                self.bursts.append(growth)
-            for t in range(ticks):
-                c["ticks"] += 1
-                try:
-                    if self._tick(self.phase, ticks - t):
-                        c["work"] += 1
-                except PoolExhausted:
-                    c["stalls"] += 1
-                except OSError as e:
-                    if e.errno != errno.ENOMEM:
-                        raise
-                    c["failed_allocs"] += 1
-                owed, pm.stall_us = pm.stall_us, 0
-                yield tick_s + owed / 1e6
-            if growth is not None and growth in self.bursts:
-                self._end_burst(growth)
-                self.bursts.remove(growth)
-        self.phase = "idle"
-        while self.bursts:                          # bursts outlive the phases
-            yield from self._idle_bursts(pm, tick_s)
-
-    def _idle_bursts(self, pm, tick_s):
-        c = self.counters
+        c["ticks"] += 1
         try:
-            self._tick("idle", 1)
+            if self._tick(phase, ticks_left):
+                c["work"] += 1
         except PoolExhausted:
             c["stalls"] += 1
         except OSError as e:
@@ -236,4 +208,23 @@ class Workload:
                 raise
             c["failed_allocs"] += 1
         owed, pm.stall_us = pm.stall_us, 0
-        yield tick_s + owed / 1e6
+        return self.spec["tick_s"] + owed / 1e6
+
+    def thread(self, pm):
+        """The workload as a kernel thread; ``pm`` (the partition's
+        cmm.paging.PartitionMemory) is where its paging cost is owed."""
+        for ph in self.spec["phases"]:
+            ticks = max(1, int(round(ph["s"] / self.spec["tick_s"])))
+            self.phase = ph["phase"]
+            growth = None
+            if self.phase == "growth" and ph.get("mb"):
+                growth = Burst(int(ph["mb"] * (1 << 20)) // PAGE_SIZE, ticks)
+                self.bursts.append(growth)
+            for t in range(ticks):
+                yield self._guarded(self.phase, ticks - t, pm)
+            if growth is not None and growth in self.bursts:
+                self._end_burst(growth)
+                self.bursts.remove(growth)
+        self.phase = "idle"
+        while self.bursts:                          # bursts outlive the phases
+            yield self._guarded("idle", 1, pm)
