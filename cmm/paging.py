@@ -101,6 +101,7 @@ class PartitionMemory:
       page_ins, page_outs, first_touches   pages moved or first backed
       reclaimed     pool pages given back by loans (BACKED or PAGED -> UNBACKED)
       active_f      the active fraction the policy measured last round
+      idle_backed   BACKED frames untouched for the idle window, last round
       barren_loans  loans of frames the pool did not back (nothing won)
       barren_since  simulated ms of the last such loan, or None
       stall_us      simulated time owed by the partition for paging done on
@@ -126,6 +127,7 @@ class PartitionMemory:
         self.stall_us = 0
         self.stall_total_us = 0
         self.active_f = 1.0
+        self.idle_backed = 0
         self.barren_loans = 0
         self.barren_since = None
         self.machine = None
@@ -265,14 +267,17 @@ class PartitionMemory:
         self.backed = self.paged = 0
         self.stall_us = 0
 
-    def active_fraction(self, window_ms):
-        """ESX's f: the fraction of BACKED frames touched within the last
-        ``window_ms`` (1.0 when none is backed)."""
+    def measure(self, window_ms):
+        """Sets ``active_f`` (ESX's f: the fraction of BACKED frames touched
+        within the last ``window_ms``, 1.0 when none is backed) and
+        ``idle_backed`` (BACKED frames not touched within it)."""
         if not self.backed:
-            return 1.0
+            self.active_f, self.idle_backed = 1.0, 0
+            return
         b = self.state == BACKED
-        recent = np.count_nonzero(b & (self.last_touch >= self.pool.now_ms() - window_ms))
-        return recent / self.backed
+        recent = int(np.count_nonzero(b & (self.last_touch >= self.pool.now_ms() - window_ms)))
+        self.active_f = recent / self.backed
+        self.idle_backed = self.backed - recent
 
     def in_use(self):
         """Boolean array: the frames the guest's processes map now."""

@@ -33,9 +33,11 @@ PoolPolicy      the hypervisor's reclamation, run every ``period_s`` by a
   1. Free pool memory below ``high``: the shortfall to ``high`` is shared
      out as loan requests, a quantum at a time to the partition with the
      lowest shares per page (its weight over its backed pages, idle pages
-     taxed), never asking a partition to go below its entitled memory, nor
-     one whose recent loans gave the pool nothing (its balloon took pages
-     the pool did not back: _barren()).
+     taxed), never asking a partition for more than its idle backed pages
+     (what the tax says it uses least: what a balloon can hope to win),
+     nor to go below its entitled memory, nor one whose recent loans gave
+     the pool nothing (its balloon took pages the pool did not back:
+     _barren()).
      Each partition's loan target is then what it has loaned plus its
      share (a balloon that could not loan is asked again, not more).
   2. Free memory above twice ``high``: half the excess goes back as lower
@@ -60,8 +62,11 @@ ENOMEM = 12
 # Pages paged out at least at a time when room is short: one pass over a
 # partition's frames finds the coldest 1 MiB, not one page per guest access.
 PAGEOUT_BATCH = 256
-# Rounds a partition whose loans won nothing is left alone (_barren).
-BARREN_ROUNDS = 5
+# Rounds a partition whose loans won nothing is left alone (_barren): long
+# enough that a balloon is not inflated with never-touched frames round
+# after round (its deflation gives them back first, LIFO, to be loaned
+# again: churn that wins nothing).
+BARREN_ROUNDS = 60
 
 
 class SharedPool:
@@ -176,12 +181,12 @@ class PoolPolicy:
     def shares_per_page(self, pm, pages=None, f=None):
         """rho = S / (P * (f + k * (1 - f))): S the partition's shares
         (mem_weight + 1), P its backed pages (``pages`` if given), f its
-        active fraction (measured if not given), k = 1 / (1 - tax_rate)."""
+        active fraction (the last round's if not given), k = 1 / (1 - tax_rate)."""
         P = pm.backed if pages is None else pages
         if P <= 0:
             return float("inf")
         if f is None:
-            f = pm.active_fraction(self.idle_window_ms)
+            f = pm.active_f
         k = 1.0 / (1.0 - self.tax_rate)
         return (pm.part.mem_weight + 1) / (P * (f + k * (1.0 - f)))
 
@@ -204,6 +209,7 @@ class PoolPolicy:
             rho = {p: self.shares_per_page(p, f=f[p]) for p in parts}
             while need > 0:
                 room = [p for p in parts if p not in barren
+                        and share[p] + q <= p.idle_backed
                         and p.backed - share[p] - q >= p.part.entitled_mem // PAGE_SIZE]
                 if not room:
                     break
@@ -241,7 +247,7 @@ class PoolPolicy:
         self.rounds += 1
         pool = self.pool
         for p in pool.parts:
-            p.active_f = p.active_fraction(self.idle_window_ms)
+            p.measure(self.idle_window_ms)
         self.set_loan_targets()
         hard = self._pages(self.hard)
         if pool.free_pages < hard:

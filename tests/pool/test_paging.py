@@ -112,10 +112,14 @@ def test_policy_asks_loans_below_high_and_releases_them_above():
     clock, hv, part, pool, m, pm = make(pool_pages=4 * MB)
     p = m.spawn()
     a = p.mmap(4 * MB * PAGE_SIZE)
-    p.write(a, pages(4 * MB - 16, 7))              # 16 pages free: below 6% (61)
+    p.write(a, pages(4 * MB - 40, 7))              # 40 free: below high (61), above hard (20)
     pool.policy.round()
-    assert part.loan_target == (61 - 16) * PAGE_SIZE
-    assert pool.policy.max_loan_target == 45
+    assert part.loan_target == 0                   # all of it in use just now: nothing idle
+    clock.advance(31)                              # idle_window_s 30 later, all of it idle
+    pool.policy.round()
+    assert pm.idle_backed == 4 * MB - 40 and pm.active_f == 0
+    assert part.loan_target == (61 - 40) * PAGE_SIZE
+    assert pool.policy.max_loan_target == 21 and pool.device.used == 0
     part.loaned.update(range(0, 100 * PAGE_SIZE, PAGE_SIZE))   # as if 100 were loaned
     pm.release_all()                               # and the pool is empty again
     pool.policy.round()                            # far above 2 x high: all given back
