@@ -4,7 +4,8 @@ Agg backend, checked before the run by the CLI).
 
 plot_pool(runs, path): ``runs`` is {label: run_pool result}; one column per
 run (one for a plain run, three for --compare), three rows sharing the time
-axis: the pool (backed pages, free pages, pages on the paging device), the
+axis: the pool (its size, backed pages, free pages, pages on the paging
+device), the
 pages each partition has loaned (CMM balloon), the pages of each partition
 the hypervisor has paged out.
 """
@@ -25,8 +26,8 @@ def plot_pool(runs, path, title=None):
             steps = r["steps"]
             t = [s["t"] for s in steps]
             ax = axes[0][c]
-            for key, name in (("backed_pages", "backed"), ("free_pages", "free"),
-                              ("device_used", "on the paging device")):
+            for key, name in (("pool_pages", "pool size"), ("backed_pages", "backed"),
+                              ("free_pages", "free"), ("device_used", "on the paging device")):
                 ax.plot(t, [s["pool"][key] for s in steps], label=name)
             ax.set_title(label)
             names = [p["name"] for p in steps[0]["partitions"]] if steps else []
