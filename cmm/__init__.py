@@ -9,9 +9,8 @@ of the PowerVM hypervisor it loans pages to.
   params.py      /sys/module/cmm/parameters
   sysfs.py       /sys/devices/system/cmm/cmm0
   notifier.py    reboot and memory-hotplug notifier chains
-  clock.py       RealClock (threads) and SimClock (deterministic)
+  (the clocks, RealClock and SimClock, are the core's ksm_engine.clock)
   cint.py        C integer arithmetic and kernel number parsing
-  scenario.py    loading, validating and running JSON scenarios
 
     from ksm_engine import Machine
     from cmm import CmmDriver, Hypervisor, SimClock
@@ -24,7 +23,7 @@ of the PowerVM hypervisor it loans pages to.
     drv.sysfs["loaned_kb"]        # '102400\\n'
 """
 from .balloon import BalloonDevInfo, CompactResult
-from .clock import RealClock, SimClock
+from ksm_engine.clock import RealClock, SimClock
 from .driver import CmmDriver, KB2PAGES, PAGES2KB
 from .hypervisor import (H_COALESCE_CAND, H_PAGE_SET_ACTIVE, H_PAGE_SET_LOANED,
                          Hypervisor, MppData, Partition, h_get_mpp)

@@ -55,7 +55,7 @@ from ksm_engine.kstrtox import simple_strtoul
 
 from . import balloon as bal
 from .cint import KB2PAGES, PAGE_SIZE, PAGES2KB, div_s64, to_s32, to_s64, to_u32, to_u64
-from .clock import RealClock
+from ksm_engine.clock import RealClock
 from .hypervisor import (H_PAGE_INIT, H_PAGE_SET_ACTIVE, H_PAGE_SET_LOANED,
                          H_SUCCESS, h_get_mpp)
 from .notifier import (MEM_CANCEL_OFFLINE, MEM_GOING_OFFLINE, MEM_OFFLINE,

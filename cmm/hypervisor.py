@@ -39,7 +39,7 @@ such CMO pages (loaned here, last touched by a failed set-active), the one
 way the stub's record and the driver's loaned count can legitimately part.
 """
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .numbers import whole_number
 
@@ -58,11 +58,6 @@ H_FUNCTION = -2
 H_PRIVILEGE = -3
 H_PARAMETER = -4
 
-HCALL_RC_NAMES = {
-    H_SUCCESS: "H_SUCCESS", H_BUSY: "H_BUSY", H_HARDWARE: "H_HARDWARE",
-    H_FUNCTION: "H_FUNCTION", H_PRIVILEGE: "H_PRIVILEGE", H_PARAMETER: "H_PARAMETER",
-}
-
 # H_PAGE_INIT flags (IBM bit numbering: bit 0 is the most significant)
 H_PAGE_STATE_CHANGE = 1 << (63 - 28)
 H_PAGE_UNUSED = (1 << (63 - 29)) | (1 << (63 - 30))
@@ -70,6 +65,10 @@ H_PAGE_SET_UNUSED = H_PAGE_STATE_CHANGE | H_PAGE_UNUSED
 H_PAGE_SET_LOANED = H_PAGE_SET_UNUSED | (1 << (63 - 31))
 H_PAGE_SET_ACTIVE = H_PAGE_STATE_CHANGE
 H_COALESCE_CAND = 1 << (63 - 42)
+
+# Partition.calls: hcalls made, and those that failed
+HCALL_COUNTERS = ("page_init", "set_loaned", "set_active", "get_mpp",
+                  "failed_page_init", "failed_set_active", "failed_get_mpp")
 
 _STATE_FLAGS = (H_PAGE_SET_LOANED, H_PAGE_SET_ACTIVE, H_PAGE_SET_UNUSED)
 
@@ -115,6 +114,7 @@ def h_get_mpp(partition):
     return rc, d
 
 
+@dataclass(eq=False)
 class Partition:
     """One LPAR in the pool.
 
@@ -136,25 +136,26 @@ class Partition:
                       failed_get_mpp
       _page_fault     [after, count, rc] of pending H_PAGE_INIT failures
       _mpp_fault      [count, rc] of pending H_GET_MPP failures
+      memory          the pool's record of where the partition's pages are
+                      (cmm.paging.PartitionMemory), None outside a pool:
+                      told of every page loaned
     """
 
-    def __init__(self, hv, lpar_id, logical_mem, entitled_mem, mapped_mem,
-                 group_num, mem_weight):
-        self.hv = hv
-        self.lpar_id = lpar_id
-        self.logical_mem = logical_mem
-        self.entitled_mem = entitled_mem
-        self.mapped_mem = mapped_mem
-        self.group_num = group_num
-        self.mem_weight = mem_weight
-        self.loan_target = 0
-        self.loaned = set()
-        self.coalesce_cand = set()
-        self.stale = set()
-        self.calls = dict(page_init=0, set_loaned=0, set_active=0, get_mpp=0,
-                          failed_page_init=0, failed_set_active=0, failed_get_mpp=0)
-        self._page_fault = None
-        self._mpp_fault = None
+    hv: object = field(repr=False)
+    lpar_id: int
+    logical_mem: int
+    entitled_mem: int
+    mapped_mem: int
+    group_num: int
+    mem_weight: int
+    loan_target: int = 0
+    loaned: set = field(default_factory=set, repr=False)
+    coalesce_cand: set = field(default_factory=set, repr=False)
+    stale: set = field(default_factory=set, repr=False)
+    calls: dict = field(default_factory=lambda: dict.fromkeys(HCALL_COUNTERS, 0), repr=False)
+    _page_fault: list = field(default=None, repr=False)
+    _mpp_fault: list = field(default=None, repr=False)
+    memory: object = field(default=None, repr=False)
 
     # -- what the hypervisor side sets and reads ------------------------
     def set_loan_target(self, nbytes):
@@ -189,10 +190,6 @@ class Partition:
     @property
     def backing_mem(self):
         return max(0, self.logical_mem - self.loaned_bytes)
-
-    def loaned_pfns(self):
-        """Guest page frames with at least one loaned CMO page."""
-        return {a // PAGE_SIZE for a in self.loaned}
 
     def fail_page_hcalls(self, after=0, count=1, rc=H_HARDWARE):
         """Let ``after`` H_PAGE_INIT calls succeed, then fail ``count``."""
@@ -284,6 +281,8 @@ class Partition:
             self.stale.discard(addr)
             if state == H_PAGE_SET_LOANED:
                 self.loaned.add(addr)
+                if self.memory is not None:
+                    self.memory.loaned_page(addr)
             else:
                 self.loaned.discard(addr)
             if flags & H_COALESCE_CAND:
@@ -303,6 +302,7 @@ class _Fixed:
         return H_SUCCESS, self._r
 
 
+@dataclass(eq=False)
 class Hypervisor:
     """The memory pool and firmware the partitions share.
 
@@ -319,23 +319,24 @@ class Hypervisor:
       lock                    serialises hcalls (one hypervisor, many CPUs)
     """
 
-    def __init__(self, pool_size=4 << 30, cmo=True, cmo_page_size=4096,
-                 pool_num=0, io_entitlement=256 << 20,
-                 unallocated_mem_weight=0, cmo_primary_psp=1, cmo_secondary_psp=-1):
-        cps = whole_number(cmo_page_size, "cmo_page_size")
+    pool_size: int = 4 << 30
+    cmo: bool = True
+    cmo_page_size: int = 4096
+    pool_num: int = 0
+    io_entitlement: int = 256 << 20
+    unallocated_mem_weight: int = 0
+    cmo_primary_psp: int = 1
+    cmo_secondary_psp: int = -1
+    partitions: dict = field(default_factory=dict, init=False, repr=False)
+    lock: object = field(default_factory=threading.RLock, init=False, repr=False)
+
+    def __post_init__(self):
+        cps = whole_number(self.cmo_page_size, "cmo_page_size")
         if cps < 256 or cps > PAGE_SIZE or cps & (cps - 1):
             raise ValueError(
-                f"cmo_page_size must be a power of two from 256 to {PAGE_SIZE}, not {cmo_page_size}")
-        self.cmo = bool(cmo)
+                f"cmo_page_size must be a power of two from 256 to {PAGE_SIZE}, not {self.cmo_page_size}")
+        self.cmo = bool(self.cmo)
         self.cmo_page_size = cps
-        self.pool_num = pool_num
-        self.pool_size = pool_size
-        self.io_entitlement = io_entitlement
-        self.unallocated_mem_weight = unallocated_mem_weight
-        self.cmo_primary_psp = cmo_primary_psp
-        self.cmo_secondary_psp = cmo_secondary_psp
-        self.partitions = {}
-        self.lock = threading.RLock()
 
     def add_partition(self, logical_mem, lpar_id=None, entitled_mem=64 << 20,
                       mapped_mem=0, group_num=32768, mem_weight=128):

@@ -1,21 +1,10 @@
-"""Checking the numbers callers hand the stub and the clock.
+"""Checking the numbers callers hand the hypervisor stub.
 
-The hypervisor stub and the simulated clock take counts, byte sizes and
-seconds from Python callers and scenario files.  finite_number() accepts an
-int or a finite float and refuses the rest with the errors Python code
-expects: TypeError for what is not a number (bools included), ValueError
-for NaN and the infinities (which int() would turn into OverflowError).
+The stub takes counts and byte sizes from Python callers and scenario
+files.  whole_number() accepts an int or a finite float (the core's
+ksm_engine.validate.finite_number) and truncates it toward zero.
 """
-import math
-
-
-def finite_number(value, what):
-    """value if it is an int or a finite float, else TypeError/ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, not {value}")
-    return value
+from ksm_engine.validate import finite_number
 
 
 def whole_number(value, what):

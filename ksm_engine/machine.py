@@ -73,6 +73,11 @@ class Machine:
         self._pids = itertools.count(1)
         self._processes = {}  # pid -> Process, alive ones
         self._oom_notifiers = []
+        # Set by a hypervisor that pages this machine's memory (cmm.paging):
+        # an object whose before(proc, addr, length, write) and after(...)
+        # run around every process read and write, once per call (a byte
+        # range), never per page.  None: nothing runs.
+        self.access_hook = None
         self._counts = ffi.new("struct ke_mem_counts *")
         from .ksm import Ksm
 
@@ -267,6 +272,20 @@ class Machine:
             self._out_of_memory()
             rc = call(short)
         check(rc, what)
+
+    def _access(self, proc, addr, length, write, op):
+        """Runs op(), a read or write of [addr, addr+length) by proc, between
+        the access hook's before() and after() when one is set (machine
+        lock held).  before() may raise to refuse the access: op() then
+        does not run."""
+        hook = self.access_hook
+        if hook is None:
+            return op()
+        hook.before(proc, addr, length, write)
+        try:
+            return op()
+        finally:
+            hook.after(proc, addr, length, write)
 
     # --- debugging ------------------------------------------------------------
 

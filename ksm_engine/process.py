@@ -232,7 +232,8 @@ class Process:
             if length == 0:
                 return
             self._check_covered(addr, length)
-            m._with_oom_retry(lambda short: call(m.ke_machine, short), what)
+            m._access(self, addr, length, True,
+                      lambda: m._with_oom_retry(lambda short: call(m.ke_machine, short), what))
 
     def read(self, addr, n):
         """Reads n bytes at addr; pages never written read as zeros."""
@@ -246,7 +247,8 @@ class Process:
                 return b""
             self._check_covered(addr, n)
             out = new_bytes(n)
-            check(lib.ke_mm_read(self.machine.ke_machine, self.mm, addr, ffi.from_buffer(out), n), "read")
+            self.machine._access(self, addr, n, False, lambda: check(
+                lib.ke_mm_read(self.machine.ke_machine, self.mm, addr, ffi.from_buffer(out), n), "read"))
             return as_bytes(out)
 
     def readinto(self, addr, buf):
@@ -258,7 +260,8 @@ class Process:
             self._check_alive()
             if n:
                 self._check_covered(addr, n)
-                check(lib.ke_mm_read(self.machine.ke_machine, self.mm, addr, cbuf, n), "read")
+                self.machine._access(self, addr, n, False, lambda: check(
+                    lib.ke_mm_read(self.machine.ke_machine, self.mm, addr, cbuf, n), "read"))
             return n
 
     # --- fork and exit -----------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Python's bool is an int; the engine's counts, sizes and addresses are not
 booleans, so True is refused where a number is asked for, everywhere.
+finite_number() is its counterpart for times and sizes that may be floats
+(the clocks' seconds, the hypervisor stub's byte counts).
 """
+import math
 
 
 def is_int(value):
@@ -22,4 +25,15 @@ def int_arg(name, value, *, min=None, max=None):
         raise ValueError(f"{name} must be at least {min}" if min else f"{name} must not be negative")
     if max is not None and value > max:
         raise ValueError(f"{name} must be at most {max}")
+    return value
+
+
+def finite_number(value, what):
+    """``value`` if it is an int or a finite float.  TypeError for what is
+    not a number (bools included), ValueError for NaN and the infinities
+    (which int() would turn into OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, not {value}")
     return value

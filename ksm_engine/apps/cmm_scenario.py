@@ -59,96 +59,27 @@ Errors in the file itself raise ScenarioError naming the step.
 """
 import errno
 import json
-import math
-import os
-import stat
+from dataclasses import dataclass
 
+from ..clock import SimClock
 from ..machine import Machine
-from cmm.clock import SimClock
+from .scenario_fields import ScenarioError, decode_scenario_json, read_scenario_json
+from .scenario_fields import bool_field as _bool
+from .scenario_fields import int_field as _int
+from .scenario_fields import num_field as _num
+from .scenario_fields import obj_field as _obj
+from .scenario_fields import str_or_int_field as _str_or_int
+from .scenario_fields import true_field as _true
 from cmm.driver import PAGE_SIZE, PAGES2KB, CmmDriver
 from cmm.hypervisor import H_HARDWARE, Hypervisor
 from cmm.notifier import MEM_ACTIONS, REBOOT_ACTIONS
 from cmm.params import PARAMS
 
 MAX_ADVANCE_S = 100_000          # seconds one advance_s step may move the clock
-MAX_SCENARIO_BYTES = 16 << 20    # the largest scenario file read
 
 SYSFS_FILES = ("loaned_kb", "loaned_target_kb", "oom_freed_kb", "simulate_loan_target_kb")
 UINT_MAX = (1 << 32) - 1
 ULONG_MAX = (1 << 64) - 1
-
-
-class ScenarioError(ValueError):
-    """An invalid scenario; ``step`` is the index of the bad step or None."""
-
-    def __init__(self, message, step=None):
-        super().__init__(message)
-        self.message = message
-        self.step = step
-
-
-# -- validation -----------------------------------------------------------
-def _where(step, key=None):
-    w = f"step {step}" if step is not None else "scenario"
-    return f"{w}: {key}" if key else w
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v))
-
-
-def _int(v, what, step=None, lo=0, hi=None):
-    if not _is_int(v):
-        raise ScenarioError(f"{_where(step, what)} must be an integer, not {json.dumps(v)}", step)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"{lo}..{hi}"
-        raise ScenarioError(f"{_where(step, what)} must be {rng}, not {v}", step)
-    return v
-
-
-def _num(v, what, step=None):
-    if not _is_num(v):
-        raise ScenarioError(f"{_where(step, what)} must be a number, not {json.dumps(v)}", step)
-    if v < 0:
-        raise ScenarioError(f"{_where(step, what)} must be >= 0, not {v}", step)
-    return v
-
-
-def _bool(v, what, step=None):
-    if not isinstance(v, bool):
-        raise ScenarioError(f"{_where(step, what)} must be true or false, not {json.dumps(v)}", step)
-    return v
-
-
-def _true(v, what, step):
-    if v is not True:
-        raise ScenarioError(f"{_where(step, what)} must be true, not {json.dumps(v)}", step)
-    return True
-
-
-def _obj(v, what, step, required, optional=()):
-    if not isinstance(v, dict):
-        raise ScenarioError(f"{_where(step, what)} must be an object, not {json.dumps(v)}", step)
-    for k in required:
-        if k not in v:
-            raise ScenarioError(f"{_where(step, what)} is missing field '{k}'", step)
-    for k in v:
-        if k not in required and k not in optional:
-            raise ScenarioError(f"{_where(step, what)} has unknown field '{k}'", step)
-    return v
-
-
-def _str_or_int(v, what, step):
-    if isinstance(v, str):
-        return v
-    if _is_int(v):
-        return str(v)
-    raise ScenarioError(f"{_where(step, what)} must be a string or an integer, not {json.dumps(v)}", step)
 
 
 def _check_step(i, step):
@@ -223,12 +154,14 @@ _PARAM_TYPES = {
 }
 
 
-def _check_params(p):
-    _obj(p, "params", None, (), tuple(_PARAM_TYPES))
+def check_params(p, field="params"):
+    """The driver's load parameters (CmmDriver keywords) of the object at
+    ``field``; ScenarioError naming the field."""
+    _obj(p, field, None, (), tuple(_PARAM_TYPES))
     out = {}
     for k, v in p.items():
         t = _PARAM_TYPES[k]
-        what = "params." + k
+        what = field + "." + k
         if t == "bool":
             out[k] = _bool(v, what)
         elif t == "version":
@@ -246,21 +179,16 @@ def _check_params(p):
     return out
 
 
+@dataclass
 class Scenario:
-    """A validated scenario.
-
-    Fields: ram_mb, cmo_page_size, nr_zones, params (CmmDriver keywords),
-    hv (Hypervisor options), steps [(kind, value)], raw_steps (as given).
-    """
-
-    def __init__(self, ram_mb, cmo_page_size, nr_zones, params, hv, steps, raw_steps):
-        self.ram_mb = ram_mb
-        self.cmo_page_size = cmo_page_size
-        self.nr_zones = nr_zones
-        self.params = params
-        self.hv = hv
-        self.steps = steps
-        self.raw_steps = raw_steps
+    """A validated scenario."""
+    ram_mb: int
+    cmo_page_size: int
+    nr_zones: int
+    params: dict        # CmmDriver keywords
+    hv: dict            # Hypervisor options
+    steps: list         # [(kind, value)]
+    raw_steps: list     # as given
 
 
 def parse_scenario(obj):
@@ -281,7 +209,7 @@ def parse_scenario(obj):
     if cps & (cps - 1):
         raise ScenarioError(f"scenario: cmo_page_size must be a power of two, not {cps}")
     nr_zones = _int(obj.get("nr_zones", 1), "nr_zones", None, 1, 64)
-    params = _check_params(obj.get("params", {}))
+    params = check_params(obj.get("params", {}))
     hv = _obj(obj.get("hv", {}), "hv", None, (), ("cmo", "pool_mb", "entitled_mb", "mem_weight"))
     hv_opts = {}
     if "cmo" in hv:
@@ -297,40 +225,13 @@ def parse_scenario(obj):
 
 
 def load_scenario(path):
-    """Read and validate a scenario file; ScenarioError on any problem.
-    Only a regular file of at most MAX_SCENARIO_BYTES is read (a FIFO or a
-    device would block or never end)."""
-    try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ScenarioError(f"{path}: not a regular file")
-        if st.st_size > MAX_SCENARIO_BYTES:
-            raise ScenarioError(f"{path}: {st.st_size} bytes, larger than a scenario may be "
-                                f"({MAX_SCENARIO_BYTES})")
-        with open(path, encoding="utf-8") as f:
-            text = f.read(MAX_SCENARIO_BYTES + 1)
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"{path}: is a directory") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(f"{path}: cannot read: {e}") from None
-    return loads_scenario(text, path)
+    """Read and validate a scenario file; ScenarioError on any problem."""
+    return parse_scenario(read_scenario_json(path))
 
 
 def loads_scenario(text, name="scenario"):
     """Parse and validate scenario text."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ScenarioError(f"{name}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except RecursionError:
-        raise ScenarioError(f"{name}: nested too deeply to be a scenario") from None
-    except ValueError as e:  # e.g. an integer with too many digits
-        raise ScenarioError(f"{name}: not a usable JSON value: {e}") from None
-    return parse_scenario(obj)
+    return parse_scenario(decode_scenario_json(text, name))
 
 
 # -- running --------------------------------------------------------------

@@ -21,11 +21,13 @@ The workload needs nothing outside the package.  A Machine holds
   unique        random per guest: they end in the unstable tree
                 (pages_unshared), then smart_scan skips them.
 
-Time is simulated (cmm.SimClock): ksmd does one ksm_do_scan(pages_to_scan)
-batch, then sleeps sleep_millisecs of simulated time, exactly the loop of
-ksm_scan_thread(); the CMM driver's thread wakes on the same clock.  After
-every batch the hypervisor stub sets its loan target to the memory KSM has
-freed so far, and the balloon loans it back (CmmDriver, cmm.c).  The
+Time is simulated (ksm_engine.clock.SimClock): ksmd is the machine's own
+daemon (ksm_scan_thread(), ksm/ksmd.py) running on that clock: one
+ksm_do_scan(pages_to_scan) batch, then a sleep of sleep_millisecs of
+simulated time; the CMM driver's thread wakes on the same clock.  After
+every batch (ksmd's hook) the hypervisor stub sets its loan target to the
+memory KSM has freed so far, and the balloon loans it back (CmmDriver,
+cmm.c).  The
 simulated time counts ksmd's sleeps only, not its CPU time, so a run gives
 the same figures on every machine.  KSM runs until it has settled by the
 rule of ksm_engine.settle (the convergence counters held still over two
@@ -42,9 +44,10 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from cmm import CmmDriver, Hypervisor, SimClock
+from cmm import CmmDriver, Hypervisor
 
 from ..ksm.sysfs import KnobError, apply_knobs  # noqa: F401  (KnobError re-exported)
+from ..clock import SimClock
 from ..machine import PAGE_SIZE, Machine
 from ..process import MADV_MERGEABLE
 from ..settle import CONVERGENCE_COUNTERS, settled
@@ -224,31 +227,38 @@ def run_demo(cfg=None, progress=None):
         history.append(entry)
         return st
 
-    try:
-        guests.append(_boot_guest(m, cfg, layout, rng, image, 0))
-        record(0)
-        ksm.sysfs["run"] = "1"
-        conv = []
-        done = False
-        while len(conv) < cfg.max_full_scans:
-            seq = ksm.scanner.seqnr
-            ksm.scan(ksm.knobs["pages_to_scan"])       # ksm_do_scan(pages_to_scan)
-            if ksm.scanner.seqnr != seq:                # a full scan ended
-                st = record(ksm.scanner.seqnr)
-                conv.append((len(guests),) + tuple(st[k] for k in CONVERGENCE_COUNTERS))
-                if progress:
-                    progress(len(conv), history[-1])
-                if len(guests) == cfg.guests and settled(conv):
-                    done = True
-                    break
+    conv = []                      # per full scan: guests and the convergence counters
+    done = []                      # [True] once KSM has settled
+    seen = []                      # [full_scans] after the last batch
+
+    def after_batch(ksm, scanned):
+        """ksmd's hook, after each batch: a full scan that ended is recorded
+        (and may end the run); the guests rewrite their volatile pages and
+        the next one boots; the hypervisor asks for what KSM freed."""
+        if ksm.scanner.seqnr != seen[0]:                # a full scan ended
+            seen[0] = ksm.scanner.seqnr
+            st = record(seen[0])
+            conv.append((len(guests),) + tuple(st[k] for k in CONVERGENCE_COUNTERS))
+            if progress:
+                progress(len(conv), history[-1])
+            if len(guests) == cfg.guests and settled(conv):
+                done.append(True)
+            if done or len(conv) >= cfg.max_full_scans:
+                ksm.stop()                              # ksmd's last batch
+            else:
                 _rewrite_volatile(guests, layout, rng)
                 if len(guests) < cfg.guests:            # the next guest boots
                     guests.append(_boot_guest(m, cfg, layout, rng, image, len(guests)))
-            # The hypervisor asks for what KSM has freed so far.
-            part.set_loan_target(max(written() - m.used_pages, 0) * PAGE_SIZE)
-            clock.advance(max(ksm.knobs["sleep_millisecs"], 1) / 1000.0)
-        # Let the balloon catch up with the last target (a poll or two).
         part.set_loan_target(max(written() - m.used_pages, 0) * PAGE_SIZE)
+
+    try:
+        guests.append(_boot_guest(m, cfg, layout, rng, image, 0))
+        record(0)
+        seen.append(ksm.scanner.seqnr)
+        ksm.ksmd_hooks.append(after_batch)
+        ksm.start(clock)                                # ksmd: its first batch now
+        clock.run_until(lambda: not ksm.ksmd_running)
+        # Let the balloon catch up with the last target (a poll or two).
         clock.advance(2 * CMM_DELAY)
         history[-1]["balloon_loaned_pages"] = drv.loaned_pages.read()
         m.check()
@@ -260,6 +270,7 @@ def run_demo(cfg=None, progress=None):
                      for p, _ in guests]
         balloon = _balloon_figures(m, drv, part, totalram_before)
     finally:
+        ksm.stop()
         drv.unload()
     freed = used_before - used_after
     return DemoResult(
@@ -267,7 +278,7 @@ def run_demo(cfg=None, progress=None):
                 "knobs": dict(cfg.knobs), "pages_per_guest": pages,
                 "layout": {"image": layout.image, "zero": layout.zero,
                            "volatile": layout.volatile, "unique": layout.unique}},
-        settled=done, full_scans=len(conv), simulated_seconds=clock.now(),
+        settled=bool(done), full_scans=len(conv), simulated_seconds=clock.now(),
         seconds=time.perf_counter() - t_start, counters=counters, processes=processes,
         memory={"used_pages_without_ksm": used_before, "used_pages": used_after,
                 "freed_pages": freed, "freed_bytes": freed * PAGE_SIZE,

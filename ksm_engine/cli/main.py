@@ -20,6 +20,7 @@ COMMANDS = {
     "estimate": ".estimate_command",
     "compare-kernel": ".compare_kernel_command",
     "calibrate": ".calibrate_command",
+    "pool": ".pool_command",
 }
 
 

@@ -3,7 +3,7 @@
     m.ksm.sysfs["pages_to_scan"] = "5000"   # the /sys/kernel/mm/ksm files
     m.ksm.stats                             # every counter as an int
     m.ksm.scan(n)                           # one ksm_do_scan(n) batch
-    m.ksm.start(); m.ksm.stop()             # ksmd as a thread
+    m.ksm.start(); m.ksm.stop()             # ksmd: a thread, or start(SimClock())
 
 What lives where:
   ksm.py      class Ksm: the counters, scans, ksmd control, and the internal
@@ -12,7 +12,7 @@ What lives where:
   knobs.py    the knobs: defaults, the kernel's validation, their effects
   sysfs.py    the attribute files over the knobs and counters
   scanner.py  mm_slot list, scan cursor, ksm_do_scan
-  ksmd.py     the ksmd thread
+  ksmd.py     ksmd (ksm_scan_thread) as a kernel thread on a clock
   advisor.py  the scan-time advisor
 and in C (csrc/ksm.c) every per-page step.  Process-side entry points
 (madvise, prctl, fork, exit) are in ksm_engine/process.py and call

@@ -158,12 +158,14 @@ class Ksm:
                 done += self.scanner.do_scan(1 << 30)
         return done
 
-    def start(self):
-        """Starts the ksmd thread (and writes run=1 if run is 0)."""
+    def start(self, clock=None):
+        """Starts ksmd (and writes run=1 if run is 0): a real thread, or
+        on ``clock`` (a ksm_engine.clock.SimClock) wake-ups in simulated
+        time, the first batch at once."""
         with self.machine.lock:
             if self.knobs["run"] == 0:
                 self.knobs.store("run", "1")
-        self._ksmd.start()
+        self._ksmd.start(clock)
 
     def stop(self, timeout=10.0):
         """Stops the ksmd thread and waits for it (run is left as it is)."""
@@ -172,6 +174,11 @@ class Ksm:
     @property
     def ksmd_running(self):
         return self._ksmd.running
+
+    @property
+    def ksmd_hooks(self):
+        """hook(ksm, scanned) callables run after each of ksmd's batches."""
+        return self._ksmd.hooks
 
     # --- advisor (called by the scanner at pass boundaries) --------------------
 

@@ -1,84 +1,78 @@
-"""ksmd: the KSM daemon as a Python thread.
+"""ksmd: the KSM daemon, written once as a kernel thread that either clock
+runs (ksm_engine.clock: a real thread on RealClock, wake-ups on a SimClock).
 
-The loop of mm/ksm.c ksm_scan_thread(): while run has bit 1 and a process
-is registered, do one ksm_do_scan(pages_to_scan) under the machine lock,
-then sleep sleep_millisecs; otherwise wait until there is work (a
-registration or a sysfs write wakes it, as ksm_thread_wait).  The sleep
-ends early only when sleep_millisecs is written with another value (the
-kernel's wait on ksm_iter_wait re-checks exactly that) or on stop(); other
-writes and registrations wake the thread, which goes back to sleep for
-the rest of the time.  The scan itself runs in C with the GIL released.
+Ksmd.thread() is mm/ksm.c ksm_scan_thread(): while run has bit 0 and a
+process is registered, one ksm_do_scan(pages_to_scan) under the machine
+lock, then wait_event_freezable_timeout(ksm_iter_wait, sleep_millisecs !=
+sleep_ms, sleep_ms); otherwise wait_event_freezable(ksm_thread_wait,
+ksmd_should_run()).  So the sleep ends early only when sleep_millisecs is
+written with another value (or on stop()); other writes and registrations
+wake the thread, which re-checks and goes back to sleep for the rest of the
+time.  A wake-up that comes while a batch runs is not lost: the condition
+is checked under the wait queue's lock before sleeping.
+
+The kernel's two wait queues are one here (``wq``): each waiter re-checks
+its own condition, so waking both on every event is the same thing.
+
+Fields of Ksmd:
+  _ksm      the Ksm whose daemon this is
+  _k        the running Kthread, or None
+  wq        the WaitQueue (ksm_thread_wait and ksm_iter_wait)
+  hooks     callables hook(ksm, scanned) run after every batch, outside
+            the machine lock, in ksmd's own thread (on a SimClock: at the
+            batch's simulated time); an application's view of the batches
+The scan itself runs in C with the GIL released.
 """
-import threading
-import time
+from ..clock import RealClock, Wait, WaitQueue
 
 
 class Ksmd:
     def __init__(self, ksm):
         self._ksm = ksm
-        self._thread = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._k = None
+        self.wq = WaitQueue()
+        self.hooks = []
 
     @property
     def running(self):
-        return self._thread is not None and self._thread.is_alive()
+        return self._k is not None and self._k.alive
 
-    def start(self):
+    def start(self, clock=None):
+        """kthread_run(ksm_scan_thread) on ``clock`` (default: a new
+        RealClock, i.e. a real thread).  Nothing if already running."""
         if self.running:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="ksmd", daemon=True)
-        self._thread.start()
+        self._k = (clock or RealClock()).kthread_run(self.thread(), "ksmd")
 
     def stop(self, timeout=10.0):
-        t = self._thread
-        if t is None:
+        """kthread_stop(); TimeoutError if a real thread has not ended
+        within ``timeout`` seconds."""
+        k = self._k
+        if k is None:
             return
-        self._stop.set()
-        self._wake.set()
-        t.join(timeout)
-        if t.is_alive():
-            raise TimeoutError("ksmd did not stop")
-        self._thread = None
+        k.stop(timeout)
+        self._k = None
 
     def wake(self):
-        self._wake.set()
+        """wake_up_interruptible() on ksm_thread_wait and ksm_iter_wait."""
+        self.wq.wake_up()
 
     def _should_run(self):
         ksm = self._ksm
-        return ksm.knobs["run"] & 1 and ksm.scanner.slots
+        return bool(ksm.knobs["run"] & 1 and ksm.scanner.slots)
 
-    def _loop(self):
+    def thread(self):
+        """ksm_scan_thread() as a generator (see ksm_engine.clock)."""
         ksm = self._ksm
-        lock = ksm.machine.lock
+        knobs = ksm.knobs
         while True:
-            # cleared before the batch, not after: a wake-up that comes
-            # while this batch runs (a sysfs write waiting for the lock),
-            # or a stop(), still cuts the sleep after it short
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            with lock:
+            with ksm.machine.lock:
                 should = self._should_run()
-                if should:
-                    ksm.scanner.do_scan(ksm.knobs["pages_to_scan"])
-                sleep_ms = ksm.knobs["sleep_millisecs"]
+                scanned = ksm.scanner.do_scan(knobs["pages_to_scan"]) if should else 0
+                sleep_ms = knobs["sleep_millisecs"]
             if should:
-                if sleep_ms:
-                    self._sleep(sleep_ms)
+                for hook in list(self.hooks):
+                    hook(ksm, scanned)
+                yield Wait(self.wq, lambda: knobs["sleep_millisecs"] != sleep_ms, sleep_ms)
             else:
-                self._wake.wait(0.1)
-
-    def _sleep(self, sleep_ms):
-        """wait_event_freezable_timeout(ksm_iter_wait, sleep_millisecs !=
-        sleep_ms, sleep_ms): until the time is up, sleep_millisecs holds
-        another value, or stop()."""
-        deadline = time.monotonic() + sleep_ms / 1000.0
-        while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._wake.wait(remaining):
-                return
-            self._wake.clear()
-            if self._ksm.knobs["sleep_millisecs"] != sleep_ms:
-                return
+                yield Wait(self.wq, self._should_run)

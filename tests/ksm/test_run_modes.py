@@ -278,9 +278,9 @@ def test_ksmd_keeps_a_wakeup_that_comes_during_a_batch(machine, batches):
     """A sleep_millisecs write that lands while ksmd scans must still cut
     the sleep after that batch short (the kernel's wait re-checks the
     value).  The write is made to block on the machine lock during the
-    first batch, and ksmd's event is made to let the write's wake-up
-    through before any clear() that follows the batch: a wake-up cleared
-    after the batch would be lost and ksmd would sleep 100 s."""
+    first batch, and ksmd is made to start its wait only after the write
+    and its wake-up are done: a wait that did not re-check the value
+    under its queue's lock would miss that wake-up and sleep 100 s."""
     set_knobs(machine, pages_to_scan=1, sleep_millisecs=100000, smart_scan=0)
     p = machine.spawn()
     map_pages(p, [unique_page(i) for i in range(8)])
@@ -291,13 +291,13 @@ def test_ksmd_keeps_a_wakeup_that_comes_during_a_batch(machine, batches):
         machine.ksm.sysfs["sleep_millisecs"] = "100001"   # waits for the batch
         written.set()
 
-    class WakeAfterWrite(threading.Event):
-        def clear(self):
-            if started.is_set():
+    class WaitAfterWrite(threading.Condition):
+        def __enter__(self):
+            if started.is_set() and threading.current_thread().name == "ksmd":
                 written.wait(WAIT)
-            super().clear()
+            return super().__enter__()
 
-    ksmd._wake = WakeAfterWrite()
+    ksmd.wq._cv = WaitAfterWrite()
     real_do_scan = machine.ksm.scanner.do_scan
 
     def do_scan(budget):
