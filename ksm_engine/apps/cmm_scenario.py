@@ -62,6 +62,7 @@ import json
 from dataclasses import dataclass
 
 from ..clock import SimClock
+from ..errors import errno_name as kernel_errno_name
 from ..machine import Machine
 from .scenario_fields import ScenarioError, decode_scenario_json, read_scenario_json
 from .scenario_fields import bool_field as _bool
@@ -249,16 +250,12 @@ class ScenarioRun:
         self.clock = clock
 
 
-# where Linux has two names for one number, the one the kernel code uses
-_ERRNO_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK",
-                errno.EAGAIN: "EAGAIN"}
-
-
 def errno_name(e):
-    """The errno symbol of an OSError ("ENOMEM"), or its number as text."""
+    """A step's result for a failure ``e``: the kernel's errno symbol of an
+    OSError ("ENOMEM"), else the exception's type name."""
     if not isinstance(e, OSError):
         return type(e).__name__
-    return _ERRNO_NAMES.get(e.errno) or errno.errorcode.get(e.errno, str(e.errno))
+    return kernel_errno_name(e.errno)
 
 
 def state(run):

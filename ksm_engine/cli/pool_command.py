@@ -57,7 +57,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..apps.demo import KnobError
+    from ..ksm.sysfs import KnobError
     from ..apps.pool import PoolCheckError, compare, load_pool_scenario, run_pool
     from ..apps.scenario_fields import ScenarioError
 

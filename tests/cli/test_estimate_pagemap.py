@@ -42,11 +42,24 @@ def test_runs_of_loaded_pages():
     assert [(m.start(), m.end()) for m in est_pid._RUN.finditer(load)] == [(0, 3), (5, 6), (7, 11)]
 
 
-def test_is_private_anonymous():
-    ok = est_pid._is_private_anonymous
-    assert ok("rw-p", "0", "") and ok("rw-p", "0", "[heap]") and ok("rw-p", "0", "[stack]")
-    assert ok("r--p", "0", "[anon:jemalloc]")
-    assert not ok("rw-s", "0", "")                  # shared
-    assert not ok("rw-p", "1234", "/usr/lib/libc.so.6")
-    assert not ok("---p", "0", "")                  # guard region
-    assert not ok("r--p", "0", "[vvar]") and not ok("r-xp", "0", "[vdso]")
+def test_is_ksm_compatible():
+    ok = est_pid._is_ksm_compatible
+    assert ok("rw-p", "") and ok("rw-p", "[heap]") and ok("rw-p", "[stack]")
+    assert ok("r--p", "[anon:jemalloc]")
+    # a private file mapping: its copied-on-write (anonymous) pages count,
+    # as ksmd walks them under merge-any (the pagemap leaves out file pages)
+    assert ok("rw-p", "/usr/lib/libc.so.6") and ok("rw-p", "/tmp/x (deleted)")
+    assert not ok("rw-s", "")                       # shared
+    assert not ok("rw-s", "/dev/shm/x")
+    assert not ok("---p", "")                       # guard region
+    assert not ok("r--p", "[vvar]") and not ok("r-xp", "[vdso]") and not ok("--xp", "[vsyscall]")
+
+
+def test_file_pages_are_not_loaded():
+    """PM_FILE (bit 61): a page of a file (or shared memory) is left out,
+    present or swapped; an anonymous one in the same area is loaded."""
+    FILE = 1 << 61
+    raw = entries(PRESENT, PRESENT | FILE, SWAPPED | FILE, SWAPPED, PRESENT)
+    load, _, swap = est_pid._pagemap_masks(raw, None)
+    assert list(load) == [1, 0, 0, 0, 1]
+    assert list(swap) == [0, 0, 0, 1, 0]

@@ -1,9 +1,14 @@
-"""PidSource: a live process's private anonymous memory.
+"""PidSource: the memory of a live process that KSM could merge.
 
-/proc/PID/maps picks the areas (private, no file, readable: unnamed,
-[heap], [stack], [anon:NAME]); /proc/PID/pagemap picks the pages ksmd
-would see there (present; not the shared zero page when its pfn can be
-read, i.e. as root); /proc/PID/mem gives their bytes.  Needs ptrace read
+ksmd with PR_SET_MEMORY_MERGE (merge-any) walks every area KSM can work on
+(vma_ksm_compatible: private, not VM_IO/VM_PFNMAP/hugetlb/special) and, in
+it, the anonymous pages only: the anonymous areas (unnamed, [heap],
+[stack], [anon:NAME]) and the pages of private file mappings that were
+copied on write (a library's written data).  So /proc/PID/maps picks the
+areas (private, readable, not a kernel special mapping such as [vdso]);
+/proc/PID/pagemap picks the pages ksmd would see there (present and
+anonymous, not PM_FILE; not the shared zero page when its pfn can be read,
+i.e. as root); /proc/PID/mem gives their bytes.  Needs ptrace read
 access to the process (the owner or root: PR_SET_MEMORY_MERGE is not
 needed).  The pagemap is asked for the present and swapped regions (ioctl
 PAGEMAP_SCAN, Linux 6.7+), so that huge sparse areas cost nothing; where
@@ -26,7 +31,7 @@ from .sources import EstimateError, Source, is_gone
 
 PAGEMAP_BATCH = 1 << 16       # pagemap entries read at once (512 KiB)
 PFN_MASK = (1 << 55) - 1      # pagemap: bits 0-54 the pfn
-PM_PRESENT, PM_SWAP = 0x80, 0x40   # pagemap bits 63, 62 (in the top byte)
+PM_PRESENT, PM_SWAP, PM_FILE = 0x80, 0x40, 0x20   # pagemap bits 63, 62, 61 (the top byte)
 
 
 def parse_pid(text):
@@ -43,14 +48,14 @@ def parse_pid(text):
 # pagemap decoding without a Python loop per page: one byte per page
 # (bytes[j::8] is byte j of every 8-byte entry), mapped through
 # translate tables to 0/1, combined as big integers.
-_PRESENT = bytes(1 if b & PM_PRESENT else 0 for b in range(256))
-_SWAPPED = bytes(1 if b & PM_SWAP and not b & PM_PRESENT else 0 for b in range(256))
+_PRESENT = bytes(1 if b & PM_PRESENT and not b & PM_FILE else 0 for b in range(256))
+_SWAPPED = bytes(1 if b & PM_SWAP and not b & (PM_PRESENT | PM_FILE) else 0 for b in range(256))
 _RUN = re.compile(rb"\x01+")
 
 # ioctl(PAGEMAP_SCAN) on /proc/PID/pagemap (linux/fs.h, Linux 6.7): the
 # regions of a range whose pages have the asked categories, coalesced.
 PAGEMAP_SCAN = 0xC0606610            # _IOWR('f', 16, struct pm_scan_arg)
-PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1 << 3, 1 << 4, 1 << 5
+PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1 << 2, 1 << 3, 1 << 4, 1 << 5
 SCAN_REGIONS = 4096                  # struct page_region entries per ioctl
 
 
@@ -61,12 +66,14 @@ class _PmScanArg(ctypes.Structure):
 
 
 def _pagemap_scan(fd, start, end):
-    """Yields (start, end, categories) for the regions of [start, end) that
-    are present or swapped, in order.  Raises OSError (ENOTTY, EINVAL) where
+    """Yields (start, end, categories) for the regions of [start, end) whose
+    pages are anonymous (not PAGE_IS_FILE) and present or swapped, in order.  Raises OSError (ENOTTY, EINVAL) where
     the kernel has no PAGEMAP_SCAN, before yielding anything."""
     vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
     arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), vec=ctypes.addressof(vec),
-                     vec_len=SCAN_REGIONS, category_anyof_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                     vec_len=SCAN_REGIONS, category_inverted=PAGE_IS_FILE,
+                     category_mask=PAGE_IS_FILE,
+                     category_anyof_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                      return_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO)
     addr = start
     while addr < end:
@@ -131,15 +138,17 @@ def _proc_name(pid):
         return "?"
 
 
-def _is_private_anonymous(perms, inode, path):
-    """An area KSM would call anonymous: private, no file, readable."""
-    if perms[3] != "p" or perms[0] != "r" or inode != "0":
+def _is_ksm_compatible(perms, path):
+    """An area ksmd would walk under merge-any: private and readable,
+    anonymous or a file mapping (its copied-on-write pages), not a kernel
+    special mapping ([vdso], [vvar], [vsyscall], ...)."""
+    if perms[3] != "p" or perms[0] != "r":
         return False
-    return path in ("", "[heap]") or path.startswith(("[stack", "[anon:"))
+    return not path.startswith("[") or path == "[heap]" or path.startswith(("[stack", "[anon:"))
 
 
 class PidSource(Source):
-    """A live process's private anonymous memory (see the module doc)."""
+    """The memory of a live process KSM could merge (see the module doc)."""
 
     def __init__(self, pid, zero_pfn=None):
         super().__init__("pid", str(pid), f"pid {pid}")
@@ -179,7 +188,7 @@ class PidSource(Source):
 
     @staticmethod
     def _areas(pid):
-        """[(start, end)] of the private anonymous areas, from /proc/PID/maps."""
+        """[(start, end)] of the areas ksmd would walk, from /proc/PID/maps."""
         out = []
         with open(f"/proc/{pid}/maps") as f:
             for line in f:
@@ -187,7 +196,7 @@ class PidSource(Source):
                 if len(parts) < 5:
                     continue
                 path = parts[5].strip() if len(parts) > 5 else ""
-                if _is_private_anonymous(parts[1], parts[4], path):
+                if _is_ksm_compatible(parts[1], path):
                     start, end = (int(x, 16) for x in parts[0].split("-"))
                     out.append((start, end))
         return out

@@ -27,7 +27,7 @@ from cmm.notifier import SYS_RESTART
 from cmm.paging import PartitionMemory
 from ksm_engine import PAGE_SIZE, Machine
 
-from ..demo import apply_knobs
+from ...ksm.sysfs import apply_knobs
 from .workload import Workload
 
 COUNTERS = ("work", "ticks", "stalls", "failed_allocs", "oom_calls", "boots", "crashes",

@@ -27,6 +27,7 @@ from cmm.paging import PagingDevice
 from cmm.pool import PoolPolicy, SharedPool
 from ksm_engine import PAGE_SIZE
 from ksm_engine.clock import SimClock
+from ksm_engine.ksm.sysfs import KnobError
 
 from ..cmm_scenario import errno_name
 from .checks import check_pool
@@ -96,6 +97,8 @@ class PoolRun:
                 self.by_name[v["partition"]].part.fail_page_hcalls(v["after"], v["count"], H_HARDWARE)
             elif kind == "fail_hget_mpp":
                 self.by_name[v["partition"]].part.fail_get_mpp(v["count"])
+        except KnobError:
+            raise               # the scenario's knobs are bad input, not a step's failure
         except OSError as e:
             return errno_name(e)
         return "ok"
