@@ -51,10 +51,10 @@
 #define FR_PENDING (1u << 30) /* free, queued for release to the OS */
 #define FR_ZEROED (1u << 31)  /* free, and its memory is known to be zero */
 #define PFN_NONE 0xffffffffu
-#define KE_RELEASE_BATCH 512 /* runs per process_madvise call (<= UIO_MAXIOV) */
-#define KE_POPULATE_RUNS 64  /* runs one write may fault in ahead (ke_frames_populate) */
+#define RELEASE_BATCH 512 /* runs per process_madvise call (<= UIO_MAXIOV) */
+#define POPULATE_RUNS 64  /* runs one write may fault in ahead (frames_populate) */
 
-struct ke_frame {
+struct frame {
     uint32_t count; /* map count | FR_* state bits */
     uint32_t aux;   /* free: next free pfn; KSM: stable node index */
 };
@@ -82,7 +82,7 @@ struct pt_mid {
     uint32_t nr_leaves;
 };
 
-struct ke_mm {
+struct mm_struct {
     struct pt_mid **top;        /* PT_TOP_SIZE middle tables, NULL: slot free */
     uint32_t next_free;         /* free slot list, 0 none (slot 0 unused) */
     uint64_t rss_pages;         /* ptes mapping a frame */
@@ -99,7 +99,7 @@ struct ke_mm {
 #define RI_INUSE 0x10    /* allocated: the pte of this slot has an rmap_item */
 #define RI_ZERO 0x20     /* with RI_CLEAN: the page was all zero when hashed (so is now) */
 
-struct ke_rmap_item {
+struct rmap_item {
     uint32_t oldchecksum; /* checksum seen the last time the page was scanned */
     uint32_t prefix;      /* unstable: first 4 bytes of the page, big endian */
     /*
@@ -112,14 +112,14 @@ struct ke_rmap_item {
     uint8_t age;          /* smart_scan: passes seen, saturating at 255 */
     uint8_t remaining_skips; /* smart_scan: passes still to skip */
 };
-_Static_assert(sizeof(struct ke_rmap_item) == 24, "rmap_item is 24 bytes");
+_Static_assert(sizeof(struct rmap_item) == 24, "rmap_item is 24 bytes");
 
 #define RC_SHIFT PT_LEAF_BITS         /* items per chunk: one per pte of a leaf */
 #define RC_ITEMS (1u << RC_SHIFT)
 #define RC_CAPACITY (1u << 21)        /* chunks reserved: 2^30 items, 2^21 leaves */
 
 /* One chunk of rmap_items: whose leaf they track (see top). */
-struct ke_rmap_chunk {
+struct rmap_chunk {
     struct pt_leaf *leaf; /* the leaf, NULL while the chunk is free */
     uint32_t vpn_base;    /* the leaf's first vpn; free: the next free chunk */
     uint16_t mm;          /* the leaf's mm (ids fit 16 bits: KE_MAX_MMS) */
@@ -127,9 +127,9 @@ struct ke_rmap_chunk {
 };
 
 /* The rmap_item store: chunks of items and the table describing them. */
-struct ke_item_store {
-    struct ke_rmap_item *base;    /* chunk c's items at base + c * RC_ITEMS */
-    struct ke_rmap_chunk *chunks; /* RC_CAPACITY records */
+struct item_store {
+    struct rmap_item *base;    /* chunk c's items at base + c * RC_ITEMS */
+    struct rmap_chunk *chunks; /* RC_CAPACITY records */
     uint32_t top;                 /* chunks ever handed out + 1 */
     uint32_t free_head;           /* first free chunk, 0 none */
     uint32_t chunks_in_use;       /* chunks allocated now */
@@ -146,7 +146,7 @@ struct ke_item_store {
  * another kind's (a dup is not in the tree, so its tree links hold its
  * chain links; a chain has no frame and no rmap_items of its own).
  */
-struct __attribute__((packed, aligned(4))) ke_stable_node {
+struct __attribute__((packed, aligned(4))) stable_node {
     union {
         uint32_t rb[3];    /* plain/chain: left, right, parent in the stable
                               tree; free: rb[0] is the next free node */
@@ -170,10 +170,10 @@ struct __attribute__((packed, aligned(4))) ke_stable_node {
     };
     uint64_t prefix;       /* first 8 bytes of the content, big endian */
 };
-_Static_assert(sizeof(struct ke_stable_node) == 36, "stable node is 36 bytes");
+_Static_assert(sizeof(struct stable_node) == 36, "stable node is 36 bytes");
 
 /* A pool of fixed-size records in one reserved mapping (see top). */
-struct ke_pool {
+struct pool {
     uint8_t *base;      /* reserved region; entry i at base + i * size */
     uint32_t size;      /* bytes per entry */
     uint32_t capacity;  /* entries reserved (entry 0 is never used) */
@@ -182,7 +182,7 @@ struct ke_pool {
     uint32_t in_use;    /* entries allocated now */
 };
 
-struct ke_fault {
+struct fault_point {
     uint64_t after; /* successes still to allow before failing */
     uint64_t count; /* failures still to inject */
 };
@@ -190,7 +190,7 @@ struct ke_fault {
 struct ke_machine {
     uint8_t *arena;           /* nr_frames * PAGE_SIZE bytes */
     uint64_t arena_bytes;
-    struct ke_frame *frames;  /* nr_frames records */
+    struct frame *frames;  /* nr_frames records */
     uint32_t nr_frames;
     uint32_t free_head;       /* first free frame, PFN_NONE: none free */
     uint32_t fresh;           /* frames >= fresh never used: free, zero, not listed */
@@ -198,19 +198,19 @@ struct ke_machine {
     uint64_t released_frames; /* frames handed back to the OS so far */
     uint32_t *pending;        /* freed frames not yet released to the OS */
     uint32_t nr_pending;
-    struct iovec release_iov[KE_RELEASE_BATCH]; /* runs batched for release */
+    struct iovec release_iov[RELEASE_BATCH]; /* runs batched for release */
     uint32_t release_nr;      /* runs in release_iov */
     int release_pidfd;        /* pidfd of ourselves for process_madvise; -1 none, -2 untried */
     int release_pid;          /* the process release_pidfd names */
-    struct ke_run { uint32_t first, n; } populated[KE_POPULATE_RUNS];
-    uint32_t nr_populated;    /* runs ke_frames_populate() faulted in this call */
+    struct frame_run { uint32_t first, n; } populated[POPULATE_RUNS];
+    uint32_t nr_populated;    /* runs frames_populate() faulted in this call */
 
-    struct ke_mm *mms;        /* KE_MAX_MMS slots, reserved */
+    struct mm_struct *mms;        /* KE_MAX_MMS slots, reserved */
     uint32_t mm_top;          /* slots ever used */
     uint32_t mm_free_head;    /* first free mm slot, 0 none */
 
-    struct ke_item_store items; /* rmap_items, in chunks (see top) */
-    struct ke_pool nodes;     /* struct ke_stable_node */
+    struct item_store items; /* rmap_items, in chunks (see top) */
+    struct pool nodes;     /* struct stable_node */
     uint32_t stable_root;     /* stable tree root node, 0 empty */
     uint32_t unstable_root;   /* unstable tree root item, 0 empty */
     bool unstable_dirty;      /* a page in the unstable tree was written this pass */
@@ -220,19 +220,19 @@ struct ke_machine {
     struct ke_ksm_config cfg;
     struct ke_ksm_stats st;
 
-    struct ke_fault faults[KE_FAULT_NR];
-    struct ke_prehash *prehash; /* ksm.c: checksums computed ahead, 2 cores */
+    struct fault_point faults[KE_FAULT_NR];
+    struct prehash *prehash; /* ksm.c: checksums computed ahead, 2 cores */
 };
 
 /* ksm.c */
 void ksm_machine_free(ke_machine *m);
 
 /* arena.c */
-bool ke_fault_fires(ke_machine *m, int point);
-uint32_t ke_frame_alloc(ke_machine *m, bool need_zero);
-void ke_frames_populate(ke_machine *m, uint64_t need);
-void ke_frames_populate_end(ke_machine *m);
-void ke_frame_put(ke_machine *m, uint32_t pfn);
+bool fault_fires(ke_machine *m, int point);
+uint32_t frame_alloc(ke_machine *m, bool need_zero);
+void frames_populate(ke_machine *m, uint64_t need);
+void frames_populate_end(ke_machine *m);
+void frame_put(ke_machine *m, uint32_t pfn);
 static inline uint8_t *frame_mem(const ke_machine *m, uint32_t pfn)
 {
     return m->arena + (uint64_t)pfn * PAGE_SIZE;
@@ -241,24 +241,24 @@ static inline uint32_t frame_mapcount(const ke_machine *m, uint32_t pfn)
 {
     return m->frames[pfn].count & FR_MAPCOUNT_MASK;
 }
-int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity,
+int pool_init(struct pool *p, uint32_t size, uint32_t capacity,
                  uint64_t nr_frames);
-void ke_pool_destroy(struct ke_pool *p);
-uint32_t ke_pool_alloc(struct ke_pool *p);
-void ke_pool_free(struct ke_pool *p, uint32_t idx);
-uint32_t ke_item_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
+void pool_destroy(struct pool *p);
+uint32_t pool_alloc(struct pool *p);
+void pool_free(struct pool *p, uint32_t idx);
+uint32_t item_store_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
                        uint32_t vpn);
-void ke_item_free(ke_machine *m, uint32_t idx);
-static inline void *pool_at(const struct ke_pool *p, uint32_t idx)
+void item_store_free(ke_machine *m, uint32_t idx);
+static inline void *pool_at(const struct pool *p, uint32_t idx)
 {
     return p->base + (uint64_t)idx * p->size;
 }
 
 /* mm.c */
-struct ke_mm *ke_mm_get(const ke_machine *m, uint32_t mm);
-struct pt_leaf *pt_leaf_lookup(const struct ke_mm *mm, uint32_t vpn);
-struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn);
-int ke_break_cow_pte(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
+struct mm_struct *mm_get(const ke_machine *m, uint32_t mm);
+struct pt_leaf *pt_leaf_lookup(const struct mm_struct *mm, uint32_t vpn);
+struct pt_leaf *pt_leaf_alloc(struct mm_struct *mm, uint32_t vpn);
+int break_cow_pte(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
                      uint32_t i);
 
 /* ksm.c: the hooks mm.c calls when a pte changes under an rmap_item */
@@ -266,11 +266,11 @@ void ksm_item_write_hook(ke_machine *m, uint32_t item, const uint8_t *page);
 void ksm_item_unmap(ke_machine *m, uint32_t item);
 void ksm_item_leave_stable(ke_machine *m, uint32_t item);
 void ksm_stable_node_free_frame(ke_machine *m, uint32_t node);
-static inline struct ke_rmap_item *item_at(const ke_machine *m, uint32_t idx)
+static inline struct rmap_item *item_at(const ke_machine *m, uint32_t idx)
 {
     return m->items.base + idx;
 }
-static inline struct ke_rmap_chunk *item_chunk(const ke_machine *m, uint32_t idx)
+static inline struct rmap_chunk *item_chunk(const ke_machine *m, uint32_t idx)
 {
     return &m->items.chunks[idx >> RC_SHIFT];
 }
@@ -297,12 +297,12 @@ static inline uint32_t leaf_item(const ke_machine *m, const struct pt_leaf *leaf
     idx = (leaf->rchunk << RC_SHIFT) | i;
     return item_at(m, idx)->flags ? idx : 0;
 }
-static inline struct ke_stable_node *node_at(const ke_machine *m, uint32_t idx)
+static inline struct stable_node *node_at(const ke_machine *m, uint32_t idx)
 {
-    return (struct ke_stable_node *)pool_at(&m->nodes, idx);
+    return (struct stable_node *)pool_at(&m->nodes, idx);
 }
 
 /* checksum.c */
-uint32_t ke_page_checksum(const void *page, int compat_2009);
+uint32_t page_checksum(const void *page, int compat_2009);
 
 #endif /* KSM_ENGINE_INTERNAL_H */

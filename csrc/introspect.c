@@ -10,7 +10,7 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
                      struct ke_rmap_info *out, uint32_t max, uint32_t *n_out,
                      uint64_t *next)
 {
-    const struct ke_mm *mm = ke_mm_get(m, id);
+    const struct mm_struct *mm = mm_get(m, id);
     uint64_t v = start >> PAGE_SHIFT;
     uint32_t n = 0;
 
@@ -32,7 +32,7 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
             continue;
         }
         for (uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1)); i < PT_LEAF_SIZE; i++, v++) {
-            const struct ke_rmap_item *it;
+            const struct rmap_item *it;
             struct ke_rmap_info *o;
             uint32_t idx = leaf_item(m, leaf, i);
             if (!idx)
@@ -67,7 +67,7 @@ int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
         return -EINVAL;
     *next = 0;
     for (i = start ? start : 1; i < m->nodes.top; i++) {
-        const struct ke_stable_node *sn = node_at(m, i);
+        const struct stable_node *sn = node_at(m, i);
         struct ke_stable_info *o;
         if (!sn->kind)
             continue;

@@ -180,7 +180,7 @@ static uint32_t item_pfn(const ke_machine *m, uint32_t idx)
  * the page is written (which clears RI_CLEAN and RI_ZERO): later compares
  * of two such pages need not read them.
  */
-static inline bool item_zero(const struct ke_rmap_item *it)
+static inline bool item_zero(const struct rmap_item *it)
 {
     return (it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO);
 }
@@ -190,7 +190,7 @@ static inline bool item_zero(const struct ke_rmap_item *it)
 static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm,
                                 struct pt_leaf *leaf, uint32_t vpn)
 {
-    uint32_t idx = ke_item_alloc(m, mm, leaf, vpn);
+    uint32_t idx = item_store_alloc(m, mm, leaf, vpn);
     if (!idx)
         return 0;
     m->st.rmap_items++;
@@ -200,23 +200,23 @@ static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm,
 
 static void rmap_item_free(ke_machine *m, uint32_t idx)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, idx);
     assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
     (void)it;
     m->st.rmap_items--;
     m->mms[item_mm(m, idx)].ksm_rmap_items--;
-    ke_item_free(m, idx);
+    item_store_free(m, idx);
 }
 
 static inline bool is_page_sharing_candidate_n(const ke_machine *m,
-                                               const struct ke_stable_node *n,
+                                               const struct stable_node *n,
                                                uint32_t offset)
 {
     return n->rmap_hlist_len && n->rmap_hlist_len + offset < m->cfg.max_page_sharing;
 }
 
 static inline bool is_page_sharing_candidate(const ke_machine *m,
-                                             const struct ke_stable_node *n)
+                                             const struct stable_node *n)
 {
     return m->cfg.compat_2009 || is_page_sharing_candidate_n(m, n, 0);
 }
@@ -229,7 +229,7 @@ static void stable_node_erase(ke_machine *m, uint32_t node);
  * skipped; stable_node_dup() then picks the head dup, as the walk would.
  * Call around every change of a node's rmap_hlist_len.
  */
-static inline void dup_candidate_update(ke_machine *m, struct ke_stable_node *sn,
+static inline void dup_candidate_update(ke_machine *m, struct stable_node *sn,
                                         bool was_candidate)
 {
     if (sn->kind == SN_DUP) {
@@ -244,10 +244,10 @@ static inline void dup_candidate_update(ke_machine *m, struct ke_stable_node *sn
  */
 static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, idx);
     if (it->flags & RI_STABLE) {
         uint32_t node = it->link[0], next = it->link[1], prev = it->link[2];
-        struct ke_stable_node *sn = node_at(m, node);
+        struct stable_node *sn = node_at(m, node);
         if (prev)
             item_at(m, prev)->link[1] = next;
         else
@@ -289,8 +289,8 @@ static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
 /* Hangs an rmap_item on a stable node (mm/ksm.c stable_tree_append). */
 static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    struct ke_stable_node *sn = node_at(m, node);
+    struct rmap_item *it = item_at(m, idx);
+    struct stable_node *sn = node_at(m, node);
     assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
     assert(sn->kind == SN_PLAIN || sn->kind == SN_DUP);
     {
@@ -317,7 +317,7 @@ static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
 /* The item's page was written (page: its memory now). */
 void ksm_item_write_hook(ke_machine *m, uint32_t idx, const uint8_t *page)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, idx);
     it->flags &= (uint8_t)~(RI_CLEAN | RI_ZERO);
     it->prefix = page_prefix32(page); /* keeps unstable tree walks exact */
     if ((it->flags & RI_UNSTABLE) && it->seqnr == (uint8_t)m->seqnr)
@@ -340,7 +340,7 @@ void ksm_item_unmap(ke_machine *m, uint32_t idx)
 
 static uint32_t stable_node_alloc(ke_machine *m, uint8_t kind)
 {
-    uint32_t node = ke_pool_alloc(&m->nodes);
+    uint32_t node = pool_alloc(&m->nodes);
     if (node)
         node_at(m, node)->kind = kind;
     return node;
@@ -349,8 +349,8 @@ static uint32_t stable_node_alloc(ke_machine *m, uint8_t kind)
 /* Unlinks a dup from its chain (mm/ksm.c __stable_node_dup_del). */
 static void stable_node_dup_del(ke_machine *m, uint32_t dup)
 {
-    struct ke_stable_node *d = node_at(m, dup);
-    struct ke_stable_node *chain = node_at(m, d->chain);
+    struct stable_node *d = node_at(m, dup);
+    struct stable_node *chain = node_at(m, d->chain);
     chain->nr_candidates -= is_page_sharing_candidate_n(m, d, 0);
     if (d->prev)
         node_at(m, d->prev)->next = d->next;
@@ -365,7 +365,7 @@ static void stable_node_dup_del(ke_machine *m, uint32_t dup)
 static void stable_node_chain_add_dup(ke_machine *m, uint32_t dup,
                                       uint32_t chain)
 {
-    struct ke_stable_node *d = node_at(m, dup), *c = node_at(m, chain);
+    struct stable_node *d = node_at(m, dup), *c = node_at(m, chain);
     d->kind = SN_DUP;
     d->chain = chain;
     c->nr_candidates += is_page_sharing_candidate_n(m, d, 0);
@@ -381,7 +381,7 @@ static void free_stable_node_chain(ke_machine *m, uint32_t chain)
 {
     assert(!node_at(m, chain)->hlist);
     stable_rb_erase(m, &m->stable_root, chain);
-    ke_pool_free(&m->nodes, chain);
+    pool_free(&m->nodes, chain);
     m->st.stable_node_chains--;
 }
 
@@ -391,7 +391,7 @@ static void free_stable_node_chain(ke_machine *m, uint32_t chain)
  */
 static void stable_node_erase(ke_machine *m, uint32_t node)
 {
-    struct ke_stable_node *sn = node_at(m, node);
+    struct stable_node *sn = node_at(m, node);
     assert(sn->rmap_hlist_len == 0 && !sn->hlist);
     if (sn->kind == SN_DUP) {
         uint32_t chain = sn->chain;
@@ -402,7 +402,7 @@ static void stable_node_erase(ke_machine *m, uint32_t node)
         assert(sn->kind == SN_PLAIN);
         stable_rb_erase(m, &m->stable_root, node);
     }
-    ke_pool_free(&m->nodes, node);
+    pool_free(&m->nodes, node);
 }
 
 /* A KSM frame is being freed: its stable node goes (arena.c calls this). */
@@ -422,7 +422,7 @@ void ksm_stable_node_free_frame(ke_machine *m, uint32_t node)
 static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
 {
     uint32_t chain = *nodep, dup, found = 0, found_len = 0;
-    struct ke_stable_node *c = node_at(m, chain), *f;
+    struct stable_node *c = node_at(m, chain), *f;
 
     if (!prune || (uint32_t)m->now_ms - c->chain_prune_time < m->cfg.prune_millisecs)
         prune = false;
@@ -432,7 +432,7 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
     if (!prune && !c->nr_candidates)
         found = c->hlist; /* the walk below would end there, having found no candidate */
     else for (dup = c->hlist; dup; dup = node_at(m, dup)->next) {
-        struct ke_stable_node *d = node_at(m, dup);
+        struct stable_node *d = node_at(m, dup);
         if (!found || (is_page_sharing_candidate_n(m, d, 0) &&
                        (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
                         d->rmap_hlist_len > found_len))) {
@@ -450,7 +450,7 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
         stable_node_dup_del(m, found);
         f->kind = SN_PLAIN;
         stable_rb_replace(m, &m->stable_root, chain, found);
-        ke_pool_free(&m->nodes, chain);
+        pool_free(&m->nodes, chain);
         m->st.stable_node_chains--;
         *nodep = found;
     } else if (c->hlist != found && is_page_sharing_candidate_n(m, f, 1)) {
@@ -475,7 +475,7 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
 static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
                                   uint32_t *nodep, bool prune)
 {
-    struct ke_stable_node *sn = node_at(m, *nodep);
+    struct stable_node *sn = node_at(m, *nodep);
     if (sn->kind != SN_CHAIN) {
         *dupp = *nodep;
         return sn->kpfn;
@@ -587,7 +587,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
             break;
         }
     }
-    if (ke_fault_fires(m, KE_FAULT_STABLE_INSERT))
+    if (fault_fires(m, KE_FAULT_STABLE_INSERT))
         return 0;
     node = stable_node_alloc(m, SN_PLAIN);
     if (!node)
@@ -603,7 +603,7 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
         if (node_at(m, cur)->kind != SN_CHAIN) {
             chain = stable_node_alloc(m, SN_CHAIN);
             if (!chain) {
-                ke_pool_free(&m->nodes, node);
+                pool_free(&m->nodes, node);
                 return 0;
             }
             node_at(m, chain)->chain_prune_time = (uint32_t)m->now_ms;
@@ -635,11 +635,11 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
     uint32_t cur = m->unstable_root, parent = 0, tree_pfn = PFN_NONE;
     uint32_t prefix = page_prefix32(frame_mem(m, pfn));
     uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
-    struct ke_rmap_item *it;
+    struct rmap_item *it;
     int ret = 0;
 
     while (cur) {
-        const struct ke_rmap_item *t = item_at(m, cur);
+        const struct rmap_item *t = item_at(m, cur);
         /*
          * Different prefixes: different pages, so neither "no page" nor
          * "this very frame" (the kernel's early returns) can apply.
@@ -709,7 +709,7 @@ static void replace_page(ke_machine *m, uint32_t idx, uint32_t kpfn)
     assert(leaf && leaf->pte[i] != PTE_NONE && leaf->pte[i] != PTE_ZERO);
     m->frames[kpfn].count++;
     leaf->pte[i] = kpfn + 1;
-    ke_frame_put(m, old);
+    frame_put(m, old);
 }
 
 /*
@@ -741,7 +741,7 @@ static void break_cow(ke_machine *m, uint32_t idx)
     pfn = leaf->pte[i] - 1;
     if (!(m->frames[pfn].count & FR_KSM))
         return;
-    if (ke_break_cow_pte(m, &m->mms[item_mm(m, idx)], leaf, i) == 0)
+    if (break_cow_pte(m, &m->mms[item_mm(m, idx)], leaf, i) == 0)
         return;
     /*
      * No frame to copy into: the page stays shared as an ordinary
@@ -760,8 +760,8 @@ static void break_cow(ke_machine *m, uint32_t idx)
 static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
                                        uint32_t pfn)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    struct ke_mm *mm;
+    struct rmap_item *it = item_at(m, idx);
+    struct mm_struct *mm;
     struct pt_leaf *leaf;
     uint32_t i;
 
@@ -779,7 +779,7 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
     mm->rss_pages--;
     mm->ksm_zero_pages++;
     m->st.ksm_zero_pages++;
-    ke_frame_put(m, pfn);
+    frame_put(m, pfn);
     return 0;
 }
 
@@ -804,9 +804,9 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
         if (m->cfg.max_kernel_pages &&
             m->cfg.max_kernel_pages <= m->st.pages_shared)
             return PFN_NONE;
-        if (ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+        if (fault_fires(m, KE_FAULT_FRAME_ALLOC))
             return PFN_NONE;
-        kpfn = ke_frame_alloc(m, false);
+        kpfn = frame_alloc(m, false);
         if (kpfn == PFN_NONE)
             return PFN_NONE;
         memcpy(frame_mem(m, kpfn), frame_mem(m, pfn), PAGE_SIZE);
@@ -814,7 +814,7 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
         m->frames[kpfn].count++; /* hold it while both ptes move over */
         replace_page(m, idx, kpfn);
         replace_page(m, tree_idx, kpfn);
-        ke_frame_put(m, kpfn);
+        frame_put(m, kpfn);
         return kpfn;
     }
     frame_make_ksm(m, pfn);
@@ -841,7 +841,7 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
 #define PREHASH_MAX 4096
 #define PREHASH_PARALLEL_MIN 256
 
-struct ke_prehash {
+struct prehash {
     uint32_t n, pos;            /* window entries, next one to use */
     int compat_2009;            /* which checksum */
     uint32_t vpn[PREHASH_MAX];  /* virtual pages, ascending */
@@ -852,7 +852,7 @@ struct ke_prehash {
 
 struct prehash_job {
     const ke_machine *m;
-    struct ke_prehash *ph;
+    struct prehash *ph;
     uint32_t from, to;
 };
 
@@ -878,7 +878,7 @@ static void *prehash_run(void *arg)
         if (i + 1 < job->to)
             prefetch_page(frame_mem(job->m, job->ph->pfn[i + 1]), 3);
         const uint8_t *page = frame_mem(job->m, job->ph->pfn[i]);
-        uint32_t sum = ke_page_checksum(page, job->ph->compat_2009);
+        uint32_t sum = page_checksum(page, job->ph->compat_2009);
         job->ph->sum[i] = sum;
         job->ph->zero[i] = !job->ph->compat_2009 && sum == job->m->zero_checksum &&
                            !memcmp(page, zero_page, PAGE_SIZE);
@@ -908,11 +908,11 @@ static inline bool needs_checksum(const ke_machine *m, uint32_t pte,
  * Fills the window with up to `want` pages needing a checksum from vpn v
  * of range r on, and hashes them.  Returns false if no memory for it.
  */
-static bool prehash_fill(ke_machine *m, struct ke_mm *mm,
+static bool prehash_fill(ke_machine *m, struct mm_struct *mm,
                          const struct ke_range *ranges, uint32_t nranges,
                          uint32_t r, uint64_t v, uint32_t want)
 {
-    struct ke_prehash *ph = m->prehash;
+    struct prehash *ph = m->prehash;
     uint64_t looked = 0;
     if (!ph) {
         ph = m->prehash = malloc(sizeof(*ph));
@@ -964,7 +964,7 @@ static bool prehash_fill(ke_machine *m, struct ke_mm *mm,
  * -1 if it has none. */
 static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
 {
-    struct ke_prehash *ph = m->prehash;
+    struct prehash *ph = m->prehash;
     if (!ph)
         return -1;
     while (ph->pos < ph->n && ph->vpn[ph->pos] < vpn)
@@ -1011,7 +1011,7 @@ static void merge_via_unstable_tree(ke_machine *m, uint32_t idx, uint32_t pfn)
 static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
                                int64_t precomputed)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, idx);
     uint32_t node = 0, kpfn, knode = 0;
     uint32_t checksum;
 
@@ -1032,7 +1032,7 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
                 checksum = (uint32_t)precomputed;
                 zero = (precomputed >> 32) & 1;
             } else {
-                checksum = ke_page_checksum(frame_mem(m, pfn), 0);
+                checksum = page_checksum(frame_mem(m, pfn), 0);
                 zero = checksum == m->zero_checksum &&
                        !memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE);
             }
@@ -1070,7 +1070,7 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
 static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
                                     int64_t precomputed)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, idx);
     uint32_t kpfn, knode = 0, checksum;
 
     if ((m->frames[pfn].count & FR_KSM) && (it->flags & RI_STABLE))
@@ -1091,7 +1091,7 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
         m->st.checksums_avoided++;
     } else {
         checksum = precomputed >= 0 ? (uint32_t)precomputed
-                                    : ke_page_checksum(frame_mem(m, pfn), 1);
+                                    : page_checksum(frame_mem(m, pfn), 1);
         m->st.checksums++;
         it->flags |= RI_CLEAN;
     }
@@ -1116,7 +1116,7 @@ static uint32_t skip_age(uint8_t age)
 /* mm/ksm.c should_skip_rmap_item(): smart_scan's ageing of unmerged pages. */
 static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, idx);
     uint8_t age;
     if (!m->cfg.smart_scan || m->cfg.compat_2009)
         return false;
@@ -1199,7 +1199,7 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
         for (j = 0; j < n; j++) {
             uint32_t c = ucur[j];
             if (c) {
-                const struct ke_rmap_item *t = item_at(m, c);
+                const struct rmap_item *t = item_at(m, c);
                 if (t->prefix == upre[j]) {
                     /* the real walk compares the two pages here */
                     prefetch_pair(m, pfn[j], item_pfn(m, c));
@@ -1216,7 +1216,7 @@ static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
             }
             c = scur[j];
             if (c) {
-                const struct ke_stable_node *sn = node_at(m, c);
+                const struct stable_node *sn = node_at(m, c);
                 if (sn->prefix == spre[j]) {
                     uint32_t d = sn->kind == SN_CHAIN ? sn->hlist : c;
                     prefetch_pair(m, pfn[j], d ? node_at(m, d)->kpfn : PFN_NONE);
@@ -1249,12 +1249,12 @@ int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg)
     m->cfg = *cfg;
     /* candidacy depends on max_page_sharing: recount every chain's */
     for (uint32_t n = 1; n < m->nodes.top; n++) {
-        struct ke_stable_node *sn = node_at(m, n);
+        struct stable_node *sn = node_at(m, n);
         if (sn->kind == SN_CHAIN)
             sn->nr_candidates = 0;
     }
     for (uint32_t n = 1; n < m->nodes.top; n++) {
-        struct ke_stable_node *sn = node_at(m, n);
+        struct stable_node *sn = node_at(m, n);
         if (sn->kind == SN_DUP)
             node_at(m, sn->chain)->nr_candidates += is_page_sharing_candidate_n(m, sn, 0);
     }
@@ -1284,7 +1284,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
                    uint32_t nranges, uint64_t cursor, uint32_t budget,
                    uint64_t now_ms, struct ke_scan_out *out)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint32_t r, scanned = 0;
     int64_t sum;
 

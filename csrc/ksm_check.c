@@ -54,7 +54,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
              (unsigned long)listed);
     listed += m->nr_frames - m->fresh; /* never used: free, not listed */
     for (id = 1; id < m->mm_top; id++) {
-        const struct ke_mm *mm = &m->mms[id];
+        const struct mm_struct *mm = &m->mms[id];
         uint64_t rss = 0, mz = 0, mi = 0, merging = 0;
         if (!mm->top)
             continue;
@@ -81,7 +81,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                         rss++;
                     }
                     if (idx) {
-                        const struct ke_rmap_item *it = item_at(m, idx);
+                        const struct rmap_item *it = item_at(m, idx);
                         if (!(it->flags & RI_INUSE))
                             FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
                         if (item_chunk(m, idx)->leaf != leaf ||
@@ -109,7 +109,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                     }
                 }
                 if (leaf->rchunk) {
-                    const struct ke_rmap_chunk *c = &m->items.chunks[leaf->rchunk];
+                    const struct rmap_chunk *c = &m->items.chunks[leaf->rchunk];
                     chunks++;
                     if (leaf->rchunk >= m->items.top || c->leaf != leaf ||
                         c->mm != id || !litems || c->nr_items != litems)
@@ -169,7 +169,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
              (unsigned long)m->balloon_frames, (unsigned long)nksm,
              (unsigned long)m->ksm_frames);
     for (n = 1; n < m->nodes.top; n++) {
-        const struct ke_stable_node *sn = node_at(m, n);
+        const struct stable_node *sn = node_at(m, n);
         if (!sn->kind)
             continue;
         if (sn->kind == SN_CHAIN) {
@@ -178,7 +178,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
             if (!sn->hlist)
                 FAIL("chain %u has no dups", n);
             for (uint32_t d = sn->hlist; d; d = node_at(m, d)->next) {
-                const struct ke_stable_node *dn = node_at(m, d);
+                const struct stable_node *dn = node_at(m, d);
                 if (dn->kind != SN_DUP || dn->chain != n)
                     FAIL("chain %u: dup %u does not name it", n, d);
                 cand += dn->rmap_hlist_len && dn->rmap_hlist_len < m->cfg.max_page_sharing;

@@ -23,14 +23,14 @@
 #define VPN_MAX 0xffffffffull
 #define POPULATE_MIN_PAGES 64 /* writes taking this many frames fault them in first */
 
-struct ke_mm *ke_mm_get(const ke_machine *m, uint32_t mm)
+struct mm_struct *mm_get(const ke_machine *m, uint32_t mm)
 {
     if (!m || mm == 0 || mm >= m->mm_top || !m->mms[mm].top)
         return NULL;
     return &m->mms[mm];
 }
 
-struct pt_leaf *pt_leaf_lookup(const struct ke_mm *mm, uint32_t vpn)
+struct pt_leaf *pt_leaf_lookup(const struct mm_struct *mm, uint32_t vpn)
 {
     struct pt_mid *mid = mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
     if (!mid)
@@ -43,7 +43,7 @@ struct pt_leaf *pt_leaf_lookup(const struct ke_mm *mm, uint32_t vpn)
  * nothing allocated (a middle table made for this leaf goes again: no leaf
  * would ever free it).
  */
-struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn)
+struct pt_leaf *pt_leaf_alloc(struct mm_struct *mm, uint32_t vpn)
 {
     struct pt_mid **midp = &mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
     struct pt_leaf **leafp;
@@ -68,7 +68,7 @@ struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn)
 }
 
 /* Frees the leaf covering vpn if nothing in it is used any more. */
-static void pt_leaf_maybe_free(struct ke_mm *mm, uint32_t vpn)
+static void pt_leaf_maybe_free(struct mm_struct *mm, uint32_t vpn)
 {
     struct pt_mid **midp = &mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
     struct pt_leaf **leafp;
@@ -89,7 +89,7 @@ static void pt_leaf_maybe_free(struct ke_mm *mm, uint32_t vpn)
 int ke_mm_new(ke_machine *m, uint32_t *mm_out)
 {
     uint32_t id;
-    struct ke_mm *mm;
+    struct mm_struct *mm;
     if (!m || !mm_out)
         return -EINVAL;
     id = m->mm_free_head;
@@ -113,7 +113,7 @@ int ke_mm_new(ke_machine *m, uint32_t *mm_out)
 }
 
 /* Clears pte i of leaf (vpn) and everything hanging on it. */
-static void pte_zap(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
+static void pte_zap(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
                     uint32_t i)
 {
     uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
@@ -132,7 +132,7 @@ static void pte_zap(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
         return;
     }
     mm->rss_pages--;
-    ke_frame_put(m, pte - 1);
+    frame_put(m, pte - 1);
 }
 
 /* Visits every allocated leaf overlapping [vpn, vpn + n) in order. */
@@ -174,7 +174,7 @@ static int check_range(uint64_t addr, uint64_t len, uint64_t *vpn,
 
 int ke_mm_unmap(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint64_t vpn, n;
     int err;
     if (!mm)
@@ -192,7 +192,7 @@ int ke_mm_unmap(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len)
 
 int ke_mm_destroy(ke_machine *m, uint32_t id)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     int err;
     if (!mm)
         return -ESRCH;
@@ -210,7 +210,7 @@ int ke_mm_destroy(ke_machine *m, uint32_t id)
 
 int ke_mm_fork(ke_machine *m, uint32_t parent, uint32_t child)
 {
-    struct ke_mm *pm = ke_mm_get(m, parent), *cm = ke_mm_get(m, child);
+    struct mm_struct *pm = mm_get(m, parent), *cm = mm_get(m, child);
     if (!pm || !cm || parent == child)
         return -ESRCH;
     if (cm->rss_pages || cm->ksm_zero_pages || cm->ksm_rmap_items)
@@ -261,7 +261,7 @@ static inline bool pte_needs_frame(const ke_machine *m, uint32_t pte)
  * made sure a frame is free.  full_overwrite: the caller will overwrite the
  * whole page, so the old contents need not be copied.
  */
-static void pte_make_private(ke_machine *m, struct ke_mm *mm,
+static void pte_make_private(ke_machine *m, struct mm_struct *mm,
                              struct pt_leaf *leaf, uint32_t i,
                              bool full_overwrite)
 {
@@ -269,7 +269,7 @@ static void pte_make_private(ke_machine *m, struct ke_mm *mm,
     bool from_frame = pte != PTE_NONE && pte != PTE_ZERO;
     uint32_t idx = leaf_item(m, leaf, i);
 
-    pfn = ke_frame_alloc(m, !full_overwrite && !from_frame);
+    pfn = frame_alloc(m, !full_overwrite && !from_frame);
     assert(pfn != PFN_NONE);
     m->frames[pfn].count++;
     if (from_frame && !full_overwrite)
@@ -286,15 +286,15 @@ static void pte_make_private(ke_machine *m, struct ke_mm *mm,
         m->st.ksm_zero_pages--;
     } else {
         mm->rss_pages--;
-        ke_frame_put(m, pte - 1);
+        frame_put(m, pte - 1);
     }
 }
 
 /* Breaks sharing of one KSM (or KSM zero page) pte; -ENOMEM if no frame. */
-int ke_break_cow_pte(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
+int break_cow_pte(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
                      uint32_t i)
 {
-    if (m->free_head == PFN_NONE || ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+    if (m->free_head == PFN_NONE || fault_fires(m, KE_FAULT_FRAME_ALLOC))
         return -ENOMEM;
     pte_make_private(m, mm, leaf, i, false);
     return 0;
@@ -307,7 +307,7 @@ int ke_break_cow_pte(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
  * of a huge area must not build tables for all of it first).
  */
 static uint64_t count_frames_needed(const ke_machine *m,
-                                    const struct ke_mm *mm, uint64_t vpn,
+                                    const struct mm_struct *mm, uint64_t vpn,
                                     uint64_t n)
 {
     uint64_t need = 0;
@@ -332,7 +332,7 @@ static uint64_t count_frames_needed(const ke_machine *m,
  * said the write can go ahead).  On -ENOMEM frees again the leaves it made,
  * which are still empty, so the failed write changed nothing.
  */
-static int alloc_leaves(struct ke_mm *mm, uint64_t vpn, uint64_t n)
+static int alloc_leaves(struct mm_struct *mm, uint64_t vpn, uint64_t n)
 {
     uint64_t v, end = vpn + n;
     for (v = vpn; v < end; v = (v | (PT_LEAF_SIZE - 1)) + 1) {
@@ -350,7 +350,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
                     const uint8_t *buf, int byte, uint64_t len,
                     uint64_t *frames_short)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint64_t first_vpn, last_vpn, done = 0, need;
     int err;
 
@@ -367,7 +367,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
     last_vpn = (addr + len - 1) >> PAGE_SHIFT;
     need = count_frames_needed(m, mm, first_vpn, last_vpn - first_vpn + 1);
     if (need > m->free_frames ||
-        (need && ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
+        (need && fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
         if (frames_short)
             *frames_short = need > m->free_frames ? need - m->free_frames : 1;
         return -ENOMEM;
@@ -375,7 +375,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
     if ((err = alloc_leaves(mm, first_vpn, last_vpn - first_vpn + 1)))
         return err;
     if (need >= POPULATE_MIN_PAGES)
-        ke_frames_populate(m, need);
+        frames_populate(m, need);
     for (uint64_t vpn = first_vpn; vpn <= last_vpn; vpn++) {
         struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)vpn);
         uint32_t i = (uint32_t)(vpn & (PT_LEAF_SIZE - 1));
@@ -399,7 +399,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
         }
         done += chunk;
     }
-    ke_frames_populate_end(m);
+    frames_populate_end(m);
     ke_release_flush(m);
     return 0;
 }
@@ -423,7 +423,7 @@ int ke_mm_fill(ke_machine *m, uint32_t mm, uint64_t addr, int byte,
 int ke_mm_read(ke_machine *m, uint32_t id, uint64_t addr, void *buf,
                uint64_t len)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint8_t *out = buf;
     uint64_t done = 0;
     if (!mm)
@@ -455,7 +455,7 @@ int ke_mm_read(ke_machine *m, uint32_t id, uint64_t addr, void *buf,
 int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
                   uint64_t *frames_short)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint64_t vpn, n, need = 0;
     int err;
     if (frames_short)
@@ -472,13 +472,13 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
         }
     });
     if (need > m->free_frames ||
-        (need && ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
+        (need && fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
         if (frames_short)
             *frames_short = need > m->free_frames ? need - m->free_frames : 1;
         return -ENOMEM;
     }
     if (need >= POPULATE_MIN_PAGES)
-        ke_frames_populate(m, need);
+        frames_populate(m, need);
     FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
         for (uint32_t i = first; i <= last; i++) {
             uint32_t pte = leaf->pte[i];
@@ -486,7 +486,7 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
                 pte_make_private(m, mm, leaf, i, false);
         }
     });
-    ke_frames_populate_end(m);
+    frames_populate_end(m);
     ke_release_flush(m);
     return 0;
 }
@@ -494,7 +494,7 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
 int ke_mm_drop_rmap_items(ke_machine *m, uint32_t id, uint64_t addr,
                           uint64_t len)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint64_t vpn, n;
     int err;
     if (!mm)
@@ -517,7 +517,7 @@ int ke_mm_drop_rmap_items(ke_machine *m, uint32_t id, uint64_t addr,
 
 int ke_mm_stat(const ke_machine *m, uint32_t id, struct ke_mm_stat *out)
 {
-    const struct ke_mm *mm = ke_mm_get(m, id);
+    const struct mm_struct *mm = mm_get(m, id);
     if (!mm)
         return -ESRCH;
     if (!out)
@@ -564,7 +564,7 @@ int ke_mm_pte(const ke_machine *m, uint32_t id, uint64_t addr,
 int ke_mm_ptes(const ke_machine *m, uint32_t id, uint64_t addr,
                uint64_t npages, uint32_t *pfns, uint8_t *flags)
 {
-    const struct ke_mm *mm = ke_mm_get(m, id);
+    const struct mm_struct *mm = mm_get(m, id);
     uint64_t vpn, n;
     int err;
     if (!mm)
