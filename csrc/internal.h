@@ -78,9 +78,12 @@ struct pt_leaf {
 };
 
 struct pt_mid {
-    struct pt_leaf *leaf[PT_MID_SIZE];
-    uint32_t nr_leaves;
+    struct pt_leaf *leaf[PT_MID_SIZE]; /* NULL: no leaf (nothing mapped there) */
+    uint32_t nr_leaves;                /* leaves allocated: freed with the last */
 };
+#define PT_MID_SHIFT (PT_LEAF_BITS + PT_MID_BITS) /* vpn >> this: the middle table */
+#define VPN_END ((uint64_t)KE_MAX_VPN + 1)         /* one past the highest vpn: 2^32 */
+#define TASK_END (VPN_END << PAGE_SHIFT)           /* one past the highest address */
 
 struct mm_struct {
     struct pt_mid **top;        /* PT_TOP_SIZE middle tables, NULL: slot free */
@@ -90,6 +93,64 @@ struct mm_struct {
     uint64_t ksm_merging_pages; /* of them, on stable nodes */
     uint64_t ksm_zero_pages;    /* ptes at PTE_ZERO */
 };
+
+/* Does a pte map a frame (of its own or shared), and which? */
+static inline bool pte_present(uint32_t pte)
+{
+    return pte != PTE_NONE && pte != PTE_ZERO;
+}
+static inline uint32_t pte_pfn(uint32_t pte)
+{
+    return pte_present(pte) ? pte - 1 : PFN_NONE;
+}
+
+/*
+ * Walking the leaves of an mm's page table over the vpns [from, to):
+ *
+ *     struct leaf_walk w;
+ *     FOR_EACH_LEAF(mm, &w, from, to)
+ *         for (uint32_t i = w.first; i < w.stop; i++)
+ *             ... w.leaf->pte[i], the pte of vpn w.base | i ...
+ *
+ * visits every allocated leaf overlapping the range, in address order,
+ * with [first, stop) the slots of the leaf inside the range.  A missing
+ * leaf costs one lookup, a missing middle table (2^21 pages) one too.  The
+ * walk keeps no pointer into the table between leaves, so the body may
+ * free the leaf it was given (pt_leaf_maybe_free) or allocate others, and
+ * may break, continue or return.
+ */
+struct leaf_walk {
+    uint64_t next;        /* first vpn not walked yet */
+    uint64_t end;         /* end of the range (exclusive, <= VPN_END) */
+    struct pt_leaf *leaf; /* the leaf being visited */
+    uint32_t base;        /* its first vpn (pte 0) */
+    uint32_t first, stop; /* its slots inside the range: [first, stop) */
+};
+
+/* Moves w to the next allocated leaf; false when the range is done. */
+static inline bool leaf_walk_next(const struct mm_struct *mm, struct leaf_walk *w)
+{
+    while (w->next < w->end) {
+        uint64_t v = w->next, leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
+        const struct pt_mid *mid = mm->top[v >> PT_MID_SHIFT];
+        if (!mid) {
+            w->next = ((v >> PT_MID_SHIFT) + 1) << PT_MID_SHIFT;
+            continue;
+        }
+        w->next = leaf_end < w->end ? leaf_end : w->end;
+        w->leaf = mid->leaf[(v >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
+        if (!w->leaf)
+            continue;
+        w->base = (uint32_t)(v & ~(uint64_t)(PT_LEAF_SIZE - 1));
+        w->first = (uint32_t)(v - w->base);
+        w->stop = (uint32_t)(w->next - w->base);
+        return true;
+    }
+    return false;
+}
+
+#define FOR_EACH_LEAF(mm, w, from, to)                                        \
+    for ((w)->next = (from), (w)->end = (to); leaf_walk_next((mm), (w));)
 
 /* --- rmap_items (24 bytes; their mm and vpn come from the chunk) --- */
 #define RI_UNSTABLE 0x01 /* counted in pages_unshared; in the tree iff seqnr is current */
@@ -260,6 +321,7 @@ struct pt_leaf *pt_leaf_lookup(const struct mm_struct *mm, uint32_t vpn);
 struct pt_leaf *pt_leaf_alloc(struct mm_struct *mm, uint32_t vpn);
 int break_cow_pte(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
                      uint32_t i);
+void leaf_item_drop(ke_machine *m, struct pt_leaf *leaf, uint32_t i);
 
 /* ksm.c: the hooks mm.c calls when a pte changes under an rmap_item */
 void ksm_item_write_hook(ke_machine *m, uint32_t item, const uint8_t *page);

@@ -11,7 +11,7 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
                      uint64_t *next)
 {
     const struct mm_struct *mm = mm_get(m, id);
-    uint64_t v = start >> PAGE_SHIFT;
+    struct leaf_walk w;
     uint32_t n = 0;
 
     if (!mm)
@@ -19,26 +19,15 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
     if (!n_out || !next || (max && !out))
         return -EINVAL;
     *next = 0;
-    while (v <= KE_MAX_VPN) {
-        const struct pt_mid *mid = mm->top[v >> (PT_LEAF_BITS + PT_MID_BITS)];
-        const struct pt_leaf *leaf;
-        if (!mid) {
-            v = ((v >> (PT_LEAF_BITS + PT_MID_BITS)) + 1) << (PT_LEAF_BITS + PT_MID_BITS);
-            continue;
-        }
-        leaf = mid->leaf[(v >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
-        if (!leaf) {
-            v = (v | (PT_LEAF_SIZE - 1)) + 1;
-            continue;
-        }
-        for (uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1)); i < PT_LEAF_SIZE; i++, v++) {
+    FOR_EACH_LEAF(mm, &w, start >> PAGE_SHIFT, VPN_END) {
+        for (uint32_t i = w.first; i < w.stop; i++) {
             const struct rmap_item *it;
             struct ke_rmap_info *o;
-            uint32_t idx = leaf_item(m, leaf, i);
+            uint32_t idx = leaf_item(m, w.leaf, i);
             if (!idx)
                 continue;
             if (n == max) {
-                *next = v << PAGE_SHIFT;
+                *next = (uint64_t)(w.base | i) << PAGE_SHIFT;
                 *n_out = n;
                 return 0;
             }

@@ -913,6 +913,7 @@ static bool prehash_fill(ke_machine *m, struct mm_struct *mm,
                          uint32_t r, uint64_t v, uint32_t want)
 {
     struct prehash *ph = m->prehash;
+    struct leaf_walk w;
     uint64_t looked = 0;
     if (!ph) {
         ph = m->prehash = malloc(sizeof(*ph));
@@ -924,23 +925,15 @@ static bool prehash_fill(ke_machine *m, struct mm_struct *mm,
     if (want > PREHASH_MAX)
         want = PREHASH_MAX;
     for (; r < nranges && ph->n < want && looked < 8u * PREHASH_MAX; r++) {
-        uint64_t end = ranges[r].end >> PAGE_SHIFT;
-        if (v < ranges[r].start >> PAGE_SHIFT)
-            v = ranges[r].start >> PAGE_SHIFT;
-        while (v < end && ph->n < want && looked < 8u * PREHASH_MAX) {
-            uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
-            const struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
-            if (leaf_end > end)
-                leaf_end = end;
-            if (!leaf) {
-                v = leaf_end;
-                continue;
-            }
-            for (; v < leaf_end && ph->n < want; v++, looked++) {
-                uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                if (needs_checksum(m, leaf->pte[i], leaf_item(m, leaf, i))) {
-                    ph->vpn[ph->n] = (uint32_t)v;
-                    ph->pfn[ph->n] = leaf->pte[i] - 1;
+        uint64_t from = ranges[r].start >> PAGE_SHIFT;
+        FOR_EACH_LEAF(mm, &w, v > from ? v : from, ranges[r].end >> PAGE_SHIFT) {
+            if (ph->n == want || looked >= 8u * PREHASH_MAX)
+                break;
+            for (uint32_t i = w.first; i < w.stop && ph->n < want; i++, looked++) {
+                uint32_t pte = w.leaf->pte[i];
+                if (needs_checksum(m, pte, leaf_item(m, w.leaf, i))) {
+                    ph->vpn[ph->n] = w.base | i;
+                    ph->pfn[ph->n] = pte - 1;
                     ph->n++;
                 }
             }
@@ -1286,6 +1279,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
 {
     struct mm_struct *mm = mm_get(m, id);
     uint32_t r, scanned = 0;
+    struct leaf_walk w;
     int64_t sum;
 
     if (!out)
@@ -1298,7 +1292,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
     for (r = 0; r < nranges; r++) {
         if ((ranges[r].start | ranges[r].end) & (PAGE_SIZE - 1) ||
             ranges[r].start >= ranges[r].end ||
-            (ranges[r].end >> PAGE_SHIFT) > (uint64_t)KE_MAX_VPN + 1 ||
+            (ranges[r].end >> PAGE_SHIFT) > VPN_END ||
             (r && ranges[r].start < ranges[r - 1].end))
             return -EINVAL;
     }
@@ -1306,40 +1300,25 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
     if (m->prehash)
         m->prehash->n = m->prehash->pos = 0; /* nothing carries over calls */
     for (r = 0; r < nranges; r++) {
-        uint64_t v = ranges[r].start >> PAGE_SHIFT;
-        uint64_t end = ranges[r].end >> PAGE_SHIFT;
-        if (cursor >> PAGE_SHIFT > v)
-            v = cursor >> PAGE_SHIFT;
-        while (v < end) {
-            uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
-            struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
-            uint64_t prewalked = v;
-            if (leaf_end > end)
-                leaf_end = end;
-            if (!leaf) {
-                v = leaf_end;
-                continue;
-            }
-            for (; v < leaf_end; v++) {
-                uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                uint32_t pte, idx;
-                if (v == prewalked) {
-                    prewalked = v + PREWALK_PAGES < leaf_end ? v + PREWALK_PAGES : leaf_end;
-                    prewalk(m, leaf, i, i + (uint32_t)(prewalked - v));
+        uint64_t from = ranges[r].start >> PAGE_SHIFT;
+        if (cursor >> PAGE_SHIFT > from)
+            from = cursor >> PAGE_SHIFT;
+        FOR_EACH_LEAF(mm, &w, from, ranges[r].end >> PAGE_SHIFT) {
+            uint32_t prewalked = w.first;
+            for (uint32_t i = w.first; i < w.stop; i++) {
+                uint32_t vpn = w.base | i, pte, idx;
+                if (i == prewalked) {
+                    prewalked = i + PREWALK_PAGES < w.stop ? i + PREWALK_PAGES : w.stop;
+                    prewalk(m, w.leaf, i, prewalked);
                 }
-                pte = leaf->pte[i];
-                idx = leaf_item(m, leaf, i);
-                if (pte == PTE_NONE || pte == PTE_ZERO) {
-                    /* an address that vanished: free its rmap_item */
-                    if (idx) {
-                        ksm_item_unmap(m, idx);
-                        if (pte == PTE_NONE)
-                            leaf->nr_used--;
-                    }
+                pte = w.leaf->pte[i];
+                if (!pte_present(pte)) {
+                    leaf_item_drop(m, w.leaf, i); /* an address that vanished */
                     continue;
                 }
+                idx = leaf_item(m, w.leaf, i);
                 if (!idx) {
-                    idx = rmap_item_alloc(m, id, leaf, (uint32_t)v);
+                    idx = rmap_item_alloc(m, id, w.leaf, vpn);
                     if (!idx)
                         goto out_of_items;
                 }
@@ -1347,10 +1326,10 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
                     continue;
                 sum = -1;
                 if (needs_checksum(m, pte, idx)) {
-                    sum = prehash_take(m, (uint32_t)v);
-                    if (sum < 0 && prehash_fill(m, mm, ranges, nranges, r, v,
+                    sum = prehash_take(m, vpn);
+                    if (sum < 0 && prehash_fill(m, mm, ranges, nranges, r, vpn,
                                                 budget - scanned))
-                        sum = prehash_take(m, (uint32_t)v);
+                        sum = prehash_take(m, vpn);
                 }
                 if (m->cfg.compat_2009)
                     cmp_and_merge_page_2009(m, idx, pte - 1, sum);
@@ -1359,7 +1338,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
                 m->st.pages_scanned++;
                 if (++scanned == budget) {
                     out->scanned = scanned;
-                    out->cursor = (v + 1) << PAGE_SHIFT;
+                    out->cursor = ((uint64_t)vpn + 1) << PAGE_SHIFT;
                     ke_release_flush(m);
                     return 0;
                 }

@@ -56,70 +56,63 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
     for (id = 1; id < m->mm_top; id++) {
         const struct mm_struct *mm = &m->mms[id];
         uint64_t rss = 0, mz = 0, mi = 0, merging = 0;
+        struct leaf_walk w;
         if (!mm->top)
             continue;
-        for (uint32_t t = 0; t < PT_TOP_SIZE; t++) {
-            const struct pt_mid *mid = mm->top[t];
-            if (!mid)
-                continue;
-            for (uint32_t l = 0; l < PT_MID_SIZE; l++) {
-                const struct pt_leaf *leaf = mid->leaf[l];
-                uint32_t used = 0, litems = 0;
-                if (!leaf)
-                    continue;
-                for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
-                    uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-                    uint32_t vpn = (t << (PT_MID_BITS + PT_LEAF_BITS)) |
-                                   (l << PT_LEAF_BITS) | i;
-                    used += pte || idx;
-                    if (pte == PTE_ZERO) {
-                        mz++;
-                    } else if (pte) {
-                        if (pte - 1 >= m->nr_frames)
-                            FAIL("mm %u vpn %u: bad pte", id, vpn);
-                        maps[pte - 1]++;
-                        rss++;
-                    }
-                    if (idx) {
-                        const struct rmap_item *it = item_at(m, idx);
-                        if (!(it->flags & RI_INUSE))
-                            FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
-                        if (item_chunk(m, idx)->leaf != leaf ||
-                            item_mm(m, idx) != id || item_vpn(m, idx) != vpn)
-                            FAIL("mm %u vpn %u: item %u names mm %u vpn %u",
-                                 id, vpn, idx, item_mm(m, idx), item_vpn(m, idx));
-                        mi++;
-                        litems++;
-                        if ((it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO) &&
-                            (!pte || (pte != PTE_ZERO && !page_is_zero(m, pte - 1))))
-                            FAIL("item %u: known all zero, its page is not", idx);
-                        if (it->flags & RI_UNSTABLE)
-                            unshared++;
-                        if (it->flags & RI_STABLE) {
-                            uint32_t node = it->link[0];
-                            if (!node || node >= m->nodes.top)
-                                FAIL("item %u: bad stable node", idx);
-                            if (!pte || pte == PTE_ZERO ||
-                                node_at(m, node)->kpfn != pte - 1)
-                                FAIL("item %u: pte does not map its KSM page",
-                                     idx);
-                            node_items[node]++;
-                            merging++;
-                        }
+        FOR_EACH_LEAF(mm, &w, 0, VPN_END) {
+            const struct pt_leaf *leaf = w.leaf;
+            uint32_t used = 0, litems = 0;
+            for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
+                uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
+                uint32_t vpn = w.base | i;
+                used += pte || idx;
+                if (pte == PTE_ZERO) {
+                    mz++;
+                } else if (pte) {
+                    if (pte - 1 >= m->nr_frames)
+                        FAIL("mm %u vpn %u: bad pte", id, vpn);
+                    maps[pte - 1]++;
+                    rss++;
+                }
+                if (idx) {
+                    const struct rmap_item *it = item_at(m, idx);
+                    if (!(it->flags & RI_INUSE))
+                        FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
+                    if (item_chunk(m, idx)->leaf != leaf ||
+                        item_mm(m, idx) != id || item_vpn(m, idx) != vpn)
+                        FAIL("mm %u vpn %u: item %u names mm %u vpn %u",
+                             id, vpn, idx, item_mm(m, idx), item_vpn(m, idx));
+                    mi++;
+                    litems++;
+                    if ((it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO) &&
+                        (!pte || (pte != PTE_ZERO && !page_is_zero(m, pte - 1))))
+                        FAIL("item %u: known all zero, its page is not", idx);
+                    if (it->flags & RI_UNSTABLE)
+                        unshared++;
+                    if (it->flags & RI_STABLE) {
+                        uint32_t node = it->link[0];
+                        if (!node || node >= m->nodes.top)
+                            FAIL("item %u: bad stable node", idx);
+                        if (!pte || pte == PTE_ZERO ||
+                            node_at(m, node)->kpfn != pte - 1)
+                            FAIL("item %u: pte does not map its KSM page",
+                                 idx);
+                        node_items[node]++;
+                        merging++;
                     }
                 }
-                if (leaf->rchunk) {
-                    const struct rmap_chunk *c = &m->items.chunks[leaf->rchunk];
-                    chunks++;
-                    if (leaf->rchunk >= m->items.top || c->leaf != leaf ||
-                        c->mm != id || !litems || c->nr_items != litems)
-                        FAIL("mm %u leaf %u/%u: chunk %u holds %u items, counted %u",
-                             id, t, l, leaf->rchunk, c->nr_items, litems);
-                }
-                if (used != leaf->nr_used)
-                    FAIL("mm %u leaf %u/%u: nr_used %u, counted %u", id, t, l,
-                         leaf->nr_used, used);
             }
+            if (leaf->rchunk) {
+                const struct rmap_chunk *c = &m->items.chunks[leaf->rchunk];
+                chunks++;
+                if (leaf->rchunk >= m->items.top || c->leaf != leaf ||
+                    c->mm != id || !litems || c->nr_items != litems)
+                    FAIL("mm %u leaf at vpn %u: chunk %u holds %u items, counted %u",
+                         id, w.base, leaf->rchunk, c->nr_items, litems);
+            }
+            if (used != leaf->nr_used)
+                FAIL("mm %u leaf at vpn %u: nr_used %u, counted %u", id, w.base,
+                     leaf->nr_used, used);
         }
         if (rss != mm->rss_pages || mz != mm->ksm_zero_pages ||
             mi != mm->ksm_rmap_items || merging != mm->ksm_merging_pages)
