@@ -231,10 +231,7 @@ int ke_machine_new(uint64_t nr_frames, ke_machine **out)
     m->cfg.max_page_sharing = 256;
     m->cfg.smart_scan = 1;
     m->cfg.prune_millisecs = 2000;
-    {
-        static const uint8_t zero[PAGE_SIZE];
-        m->zero_checksum = page_checksum(zero, 0);
-    }
+    m->zero_checksum = page_checksum(zero_page, 0);
     *out = m;
     return 0;
 fail:
@@ -253,7 +250,7 @@ void ke_machine_free(ke_machine *m)
                 ke_mm_destroy(m, i);
         munmap(m->mms, (uint64_t)KE_MAX_MMS * sizeof(struct mm_struct));
     }
-    ksm_machine_free(m);
+    prehash_free(m);
     item_store_destroy(&m->items);
     pool_destroy(&m->nodes);
     if (m->arena)

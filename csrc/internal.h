@@ -282,11 +282,8 @@ struct ke_machine {
     struct ke_ksm_stats st;
 
     struct fault_point faults[KE_FAULT_NR];
-    struct prehash *prehash; /* ksm.c: checksums computed ahead, 2 cores */
+    struct prehash *prehash;  /* readahead.c: checksums computed ahead */
 };
-
-/* ksm.c */
-void ksm_machine_free(ke_machine *m);
 
 /* arena.c */
 bool fault_fires(ke_machine *m, int point);
@@ -366,5 +363,90 @@ static inline struct stable_node *node_at(const ke_machine *m, uint32_t idx)
 
 /* checksum.c */
 uint32_t page_checksum(const void *page, int compat_2009);
+
+/* --- what ksm.c and readahead.c both read --- */
+
+extern const uint8_t zero_page[PAGE_SIZE]; /* ksm.c: all zero */
+
+/*
+ * Content prefixes.  Tree walks compare the first bytes of two pages as
+ * big-endian integers, kept in the tree's records, before touching the
+ * pages: when they differ, their order is memcmp's order, and the walk
+ * avoids two cache misses (the page table lookup and the page itself).
+ * Only equal prefixes fall back to comparing the pages (page_cmp_lcp).
+ */
+static inline uint64_t page_prefix64(const uint8_t *page)
+{
+    uint64_t v;
+    memcpy(&v, page, 8);
+    return __builtin_bswap64(v);
+}
+
+static inline uint32_t page_prefix32(const uint8_t *page)
+{
+    uint32_t v;
+    memcpy(&v, page, 4);
+    return __builtin_bswap32(v);
+}
+
+/* The frame the pte of an rmap_item maps, PFN_NONE if none. */
+static inline uint32_t item_pfn(const ke_machine *m, uint32_t idx)
+{
+    return pte_pfn(*item_pte(m, idx));
+}
+
+/*
+ * Is the item's page known to be all zero?  A page whose checksum is the
+ * zero page's is compared with the zero page when it is hashed (while it
+ * is in the cache; see cmp_and_merge_page), and the answer holds until
+ * the page is written (which clears RI_CLEAN and RI_ZERO): later compares
+ * of two such pages need not read them.
+ */
+static inline bool item_zero(const struct rmap_item *it)
+{
+    return (it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO);
+}
+
+
+/*
+ * The page's checksum (the 2009 one with compat_2009) in the low 32 bits,
+ * and in bit 32 whether the page is all zero (6.x only; see item_zero):
+ * what cmp_and_merge_page learns by hashing a page.
+ */
+static inline int64_t page_hash(const ke_machine *m, const uint8_t *page,
+                                int compat_2009)
+{
+    uint32_t sum = page_checksum(page, compat_2009);
+    bool zero = !compat_2009 && sum == m->zero_checksum &&
+                !memcmp(page, zero_page, PAGE_SIZE);
+    return (int64_t)sum | ((int64_t)zero << 32);
+}
+
+/*
+ * Will the scan hash this pte's page (rmap_item idx, 0 if none)?  It is
+ * present, not a KSM page in the stable tree (6.x: those are not hashed),
+ * and never hashed or written since.
+ */
+static inline bool needs_checksum(const ke_machine *m, uint32_t pte,
+                                  uint32_t idx)
+{
+    uint32_t c;
+    if (!pte_present(pte))
+        return false;
+    c = m->frames[pte - 1].count;
+    if ((c & FR_KSM) && m->frames[pte - 1].aux && !m->cfg.compat_2009)
+        return false;
+    return !idx || !(item_at(m, idx)->flags & RI_CLEAN);
+}
+
+/* readahead.c: ahead of the scan loop; no result can change (see there) */
+void prehash_free(ke_machine *m);
+void prehash_reset(ke_machine *m);
+bool prehash_fill(ke_machine *m, const struct mm_struct *mm,
+                  const struct ke_range *ranges, uint32_t nranges, uint32_t r,
+                  uint32_t v, uint32_t want);
+int64_t prehash_take(ke_machine *m, uint32_t vpn);
+uint32_t prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
+                 uint32_t to);
 
 #endif /* KSM_ENGINE_INTERNAL_H */

@@ -34,15 +34,13 @@
  * found under lock) cannot happen; what can fail is getting a frame (break
  * COW when the arena is full) and, by fault injection, stable_tree_insert.
  */
-#include <pthread.h>
-#include <stdlib.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <emmintrin.h>
 #endif
 
 #include "internal.h"
 
-static const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
+const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 
 /* --- the two trees --- */
 
@@ -83,27 +81,6 @@ static const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 #undef RB_SET_RED
 #undef RB_SET_BLACK
 #undef RB_COPY_COLOR
-
-/*
- * Content prefixes.  Tree walks compare the first bytes of two pages as
- * big-endian integers, kept in the tree's records, before touching the
- * pages: when they differ, their order is memcmp's order, and the walk
- * avoids two cache misses (the page table lookup and the page itself).
- * Only equal prefixes fall back to comparing the pages (page_cmp_lcp).
- */
-static inline uint64_t page_prefix64(const uint8_t *page)
-{
-    uint64_t v;
-    memcpy(&v, page, 8);
-    return __builtin_bswap64(v);
-}
-
-static inline uint32_t page_prefix32(const uint8_t *page)
-{
-    uint32_t v;
-    memcpy(&v, page, 4);
-    return __builtin_bswap32(v);
-}
 
 #define CMP_PREFIX(a, b) ((a) < (b) ? -1 : 1)
 
@@ -165,25 +142,6 @@ static int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
 }
 
 #define LCP_MIN(a, b) ((a) < (b) ? (a) : (b))
-
-/* The frame the pte of an rmap_item maps, PFN_NONE if none. */
-static uint32_t item_pfn(const ke_machine *m, uint32_t idx)
-{
-    uint32_t pte = *item_pte(m, idx);
-    return pte == PTE_NONE || pte == PTE_ZERO ? PFN_NONE : pte - 1;
-}
-
-/*
- * Is the item's page known to be all zero?  A page whose checksum is the
- * zero page's is compared with the zero page when it is hashed (while it
- * is in the cache; see cmp_and_merge_page), and the answer holds until
- * the page is written (which clears RI_CLEAN and RI_ZERO): later compares
- * of two such pages need not read them.
- */
-static inline bool item_zero(const struct rmap_item *it)
-{
-    return (it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO);
-}
 
 /* --- rmap_items --- */
 
@@ -714,21 +672,17 @@ static void replace_page(ke_machine *m, uint32_t idx, uint32_t kpfn)
 
 /*
  * mm/ksm.c try_to_merge_one_page(): merges the item's page pfn into the
- * KSM page kpfn, whose contents the caller found identical.  Returns 0.
+ * KSM page kpfn, whose contents the caller found identical.  Cannot fail
+ * here: the kernel's can, when the page changed or was pinned between the
+ * tree walk and the merge (it compares the pages again: pages_identical),
+ * but nothing runs between the two here, so the walk's memcmp stands.
  */
-static int try_to_merge_one_page(ke_machine *m, uint32_t idx,
-                                 uint32_t pfn, uint32_t kpfn)
+static void try_to_merge_one_page(ke_machine *m, uint32_t idx, uint32_t pfn,
+                                  uint32_t kpfn)
 {
-    if (pfn == kpfn) /* KSM page forked */
-        return 0;
-    /*
-     * The kernel compares the pages again here (pages_identical) because
-     * they may have changed since the tree walk compared them; nothing
-     * runs between the two here, so the walk's memcmp stands.
-     */
-    assert(memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE) == 0);
-    replace_page(m, idx, kpfn);
-    return 0;
+    assert(!memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE));
+    if (pfn != kpfn) /* (equal: a KSM page shared by fork) */
+        replace_page(m, idx, kpfn);
 }
 
 /* Breaks sharing of an item's KSM page; never fails (see the top). */
@@ -818,156 +772,8 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
         return kpfn;
     }
     frame_make_ksm(m, pfn);
-    if (try_to_merge_one_page(m, tree_idx, tree_pfn, pfn)) {
-        /* cannot happen single threaded: contents were just compared */
-        m->frames[pfn].count &= ~FR_KSM;
-        m->ksm_frames--;
-        return PFN_NONE;
-    }
+    try_to_merge_one_page(m, tree_idx, tree_pfn, pfn);
     return pfn;
-}
-
-/*
- * Checksums ahead of the scan, on two cores.  Most of a first full scan is
- * hashing new pages.  Before the scan loop needs a checksum it collects
- * the next pages of the mm that will need one (present, not a KSM page,
- * no rmap_item or one whose page was written since it was hashed), up to
- * the batch's remaining budget, and hashes them, half on a helper thread.
- * The loop then takes each page's checksum from the window.  A page's
- * content cannot change between the two (the machine is locked; merges
- * only swap a page for one with the same content), so the result is the
- * same as hashing in the loop.
- */
-#define PREHASH_MAX 4096
-#define PREHASH_PARALLEL_MIN 256
-
-struct prehash {
-    uint32_t n, pos;            /* window entries, next one to use */
-    int compat_2009;            /* which checksum */
-    uint32_t vpn[PREHASH_MAX];  /* virtual pages, ascending */
-    uint32_t pfn[PREHASH_MAX];  /* their frames when collected */
-    uint32_t sum[PREHASH_MAX];  /* their checksums */
-    uint8_t zero[PREHASH_MAX];  /* 6.x: the page is all zero (see item_zero) */
-};
-
-struct prehash_job {
-    const ke_machine *m;
-    struct prehash *ph;
-    uint32_t from, to;
-};
-
-/*
- * Hashing a page that is not in the cache waits on memory, and the CPU's
- * prefetcher stops at the page's end: the next page of the window is
- * fetched while this one is hashed.
- */
-static inline void prefetch_page(const uint8_t *page, int locality)
-{
-    for (uint32_t off = 0; off < PAGE_SIZE; off += 64) {
-        if (locality == 3)
-            __builtin_prefetch(page + off, 0, 3);
-        else
-            __builtin_prefetch(page + off, 0, 2);
-    }
-}
-
-static void *prehash_run(void *arg)
-{
-    struct prehash_job *job = arg;
-    for (uint32_t i = job->from; i < job->to; i++) {
-        if (i + 1 < job->to)
-            prefetch_page(frame_mem(job->m, job->ph->pfn[i + 1]), 3);
-        const uint8_t *page = frame_mem(job->m, job->ph->pfn[i]);
-        uint32_t sum = page_checksum(page, job->ph->compat_2009);
-        job->ph->sum[i] = sum;
-        job->ph->zero[i] = !job->ph->compat_2009 && sum == job->m->zero_checksum &&
-                           !memcmp(page, zero_page, PAGE_SIZE);
-    }
-    return NULL;
-}
-
-void ksm_machine_free(ke_machine *m)
-{
-    free(m->prehash);
-    m->prehash = NULL;
-}
-
-static inline bool needs_checksum(const ke_machine *m, uint32_t pte,
-                                  uint32_t idx)
-{
-    uint32_t c;
-    if (pte == PTE_NONE || pte == PTE_ZERO)
-        return false;
-    c = m->frames[pte - 1].count;
-    if ((c & FR_KSM) && m->frames[pte - 1].aux && !m->cfg.compat_2009)
-        return false;
-    return !idx || !(item_at(m, idx)->flags & RI_CLEAN);
-}
-
-/*
- * Fills the window with up to `want` pages needing a checksum from vpn v
- * of range r on, and hashes them.  Returns false if no memory for it.
- */
-static bool prehash_fill(ke_machine *m, struct mm_struct *mm,
-                         const struct ke_range *ranges, uint32_t nranges,
-                         uint32_t r, uint64_t v, uint32_t want)
-{
-    struct prehash *ph = m->prehash;
-    struct leaf_walk w;
-    uint64_t looked = 0;
-    if (!ph) {
-        ph = m->prehash = malloc(sizeof(*ph));
-        if (!ph)
-            return false;
-    }
-    ph->n = ph->pos = 0;
-    ph->compat_2009 = (int)m->cfg.compat_2009;
-    if (want > PREHASH_MAX)
-        want = PREHASH_MAX;
-    for (; r < nranges && ph->n < want && looked < 8u * PREHASH_MAX; r++) {
-        uint64_t from = ranges[r].start >> PAGE_SHIFT;
-        FOR_EACH_LEAF(mm, &w, v > from ? v : from, ranges[r].end >> PAGE_SHIFT) {
-            if (ph->n == want || looked >= 8u * PREHASH_MAX)
-                break;
-            for (uint32_t i = w.first; i < w.stop && ph->n < want; i++, looked++) {
-                uint32_t pte = w.leaf->pte[i];
-                if (needs_checksum(m, pte, leaf_item(m, w.leaf, i))) {
-                    ph->vpn[ph->n] = w.base | i;
-                    ph->pfn[ph->n] = pte - 1;
-                    ph->n++;
-                }
-            }
-        }
-    }
-    {
-        struct prehash_job lo = {m, ph, 0, ph->n / 2}, hi = {m, ph, ph->n / 2, ph->n};
-        pthread_t t;
-        if (ph->n >= PREHASH_PARALLEL_MIN && pthread_create(&t, NULL, prehash_run, &hi) == 0) {
-            prehash_run(&lo);
-            pthread_join(t, NULL);
-        } else {
-            lo.to = ph->n;
-            prehash_run(&lo);
-        }
-    }
-    return true;
-}
-
-/* The window's checksum for vpn, with bit 32 set if the page is all zero;
- * -1 if it has none. */
-static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
-{
-    struct prehash *ph = m->prehash;
-    if (!ph)
-        return -1;
-    while (ph->pos < ph->n && ph->vpn[ph->pos] < vpn)
-        ph->pos++;
-    if (ph->pos < ph->n && ph->vpn[ph->pos] == vpn) {
-        int64_t v = (int64_t)ph->sum[ph->pos] | ((int64_t)ph->zero[ph->pos] << 32);
-        ph->pos++;
-        return v;
-    }
-    return -1;
 }
 
 /*
@@ -998,6 +804,35 @@ static void merge_via_unstable_tree(ke_machine *m, uint32_t idx, uint32_t pfn)
 }
 
 /*
+ * cmp_and_merge_page's checksum test (both versions): has the page kept
+ * the checksum it had when last scanned?  If not, it is changing often
+ * and will not go into the unstable tree: the new checksum is kept for
+ * the next scan.  The checksum is the one of the last scan if the page
+ * was not written since (RI_CLEAN), else a new one, from readahead.c's
+ * window (precomputed >= 0) or hashed here.
+ */
+static bool checksum_unchanged(ke_machine *m, struct rmap_item *it,
+                               uint32_t pfn, int64_t precomputed)
+{
+    int compat = (int)m->cfg.compat_2009;
+    uint32_t checksum = it->oldchecksum;
+    if (it->flags & RI_CLEAN) {
+        m->st.checksums_avoided++;
+        return true;
+    }
+    if (precomputed < 0)
+        precomputed = page_hash(m, frame_mem(m, pfn), compat);
+    assert(precomputed == page_hash(m, frame_mem(m, pfn), compat)); /* readahead.c */
+    m->st.checksums++;
+    it->oldchecksum = (uint32_t)precomputed;
+    if (!compat && it->oldchecksum == m->zero_checksum)
+        m->st.memcmps++; /* page_hash's compare with the zero page */
+    it->flags = (uint8_t)((it->flags & ~RI_ZERO) | RI_CLEAN |
+                          ((precomputed >> 32) ? RI_ZERO : 0));
+    return it->oldchecksum == checksum;
+}
+
+/*
  * mm/ksm.c cmp_and_merge_page(): the heart of ksmd, for one present page
  * (frame pfn) of the item's mm.
  */
@@ -1006,7 +841,6 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
 {
     struct rmap_item *it = item_at(m, idx);
     uint32_t node = 0, kpfn, knode = 0;
-    uint32_t checksum;
 
     if (m->frames[pfn].count & FR_KSM)
         node = m->frames[pfn].aux;
@@ -1016,28 +850,8 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
         /* (a KSM fork may go over max_page_sharing: append anyway) */
     } else {
         remove_rmap_item_from_tree(m, idx);
-        if (it->flags & RI_CLEAN) {
-            checksum = it->oldchecksum; /* not written since it was hashed */
-            m->st.checksums_avoided++;
-        } else {
-            bool zero;
-            if (precomputed >= 0) {
-                checksum = (uint32_t)precomputed;
-                zero = (precomputed >> 32) & 1;
-            } else {
-                checksum = page_checksum(frame_mem(m, pfn), 0);
-                zero = checksum == m->zero_checksum &&
-                       !memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE);
-            }
-            if (checksum == m->zero_checksum)
-                m->st.memcmps++; /* that compare with the zero page */
-            m->st.checksums++;
-            it->flags = (uint8_t)((it->flags & ~RI_ZERO) | RI_CLEAN | (zero ? RI_ZERO : 0));
-        }
-        if (it->oldchecksum != checksum) {
-            it->oldchecksum = checksum;
+        if (!checksum_unchanged(m, it, pfn, precomputed))
             return;
-        }
         if (!try_to_merge_with_zero_page(m, idx, pfn))
             return;
     }
@@ -1045,8 +859,8 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
     kpfn = stable_tree_search(m, pfn, item_zero(it), &knode);
     remove_rmap_item_from_tree(m, idx);
     if (kpfn != PFN_NONE) {
-        if (!try_to_merge_one_page(m, idx, pfn, kpfn))
-            stable_tree_append(m, idx, knode);
+        try_to_merge_one_page(m, idx, pfn, kpfn);
+        stable_tree_append(m, idx, knode);
         return;
     }
 
@@ -1064,35 +878,23 @@ static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
                                     int64_t precomputed)
 {
     struct rmap_item *it = item_at(m, idx);
-    uint32_t kpfn, knode = 0, checksum;
+    uint32_t kpfn, knode = 0;
 
     if ((m->frames[pfn].count & FR_KSM) && (it->flags & RI_STABLE))
         return;
     remove_rmap_item_from_tree(m, idx);
     kpfn = stable_tree_search(m, pfn, false, &knode);
     if (kpfn != PFN_NONE) {
-        if (!try_to_merge_one_page(m, idx, pfn, kpfn))
-            stable_tree_append(m, idx, knode);
+        try_to_merge_one_page(m, idx, pfn, kpfn);
+        stable_tree_append(m, idx, knode);
         return;
     }
     if (m->frames[pfn].count & FR_KSM) {
         break_cow(m, idx);
         pfn = item_pfn(m, idx);
     }
-    if (it->flags & RI_CLEAN) {
-        checksum = it->oldchecksum;
-        m->st.checksums_avoided++;
-    } else {
-        checksum = precomputed >= 0 ? (uint32_t)precomputed
-                                    : page_checksum(frame_mem(m, pfn), 1);
-        m->st.checksums++;
-        it->flags |= RI_CLEAN;
-    }
-    if (it->oldchecksum != checksum) {
-        it->oldchecksum = checksum;
-        return;
-    }
-    merge_via_unstable_tree(m, idx, pfn);
+    if (checksum_unchanged(m, it, pfn, precomputed))
+        merge_via_unstable_tree(m, idx, pfn);
 }
 
 static uint32_t skip_age(uint8_t age)
@@ -1128,109 +930,6 @@ static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
     it->remaining_skips--;
     remove_rmap_item_from_tree(m, idx);
     return true;
-}
-
-/*
- * Tree walks ahead of the scan.  A walk of a large tree is a chain of
- * dependent cache misses (each node says where the next one is), so it
- * runs at memory latency, one miss per level.  Before the scan loop takes
- * the next PREWALK_PAGES pages of a leaf, prewalk() walks both trees for
- * all of them at once, level by level, prefetching every walker's next
- * node in the same round: the misses of the pages overlap instead of
- * following each other, and the real walks that follow find their paths
- * in the cache.  Where a walker's prefix ties with a node's, the real walk
- * will compare the two pages: the walker stops there and prefetches both
- * (and so does a page that will be compared with the zero page).  It only
- * reads (no counter, link or page changes), and the real walks run exactly
- * as before, so results cannot differ.  Pages that will not reach the
- * trees this time (no rmap_item yet, written since hashed, KSM pages) are
- * left out.
- */
-#define PREWALK_PAGES 16
-
-/* The two pages a walk will compare where prefixes tie (none if tpfn is). */
-static inline void prefetch_pair(const ke_machine *m, uint32_t pfn, uint32_t tpfn)
-{
-    if (tpfn == PFN_NONE)
-        return;
-    prefetch_page(frame_mem(m, tpfn), 2);
-    prefetch_page(frame_mem(m, pfn), 2);
-}
-#define PREWALK_MAX_DEPTH 96 /* a red-black tree of 2^32 nodes is shallower */
-
-static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
-                    uint32_t to)
-{
-    uint32_t pfn[PREWALK_PAGES], ucur[PREWALK_PAGES], scur[PREWALK_PAGES];
-    uint32_t upre[PREWALK_PAGES];
-    uint64_t spre[PREWALK_PAGES];
-    uint32_t n = 0, i, j, depth, steps = 0;
-
-    if (!m->unstable_root && !m->stable_root)
-        return;
-    for (i = from; i < to && n < PREWALK_PAGES; i++) {
-        uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-        if (pte == PTE_NONE || pte == PTE_ZERO || !idx ||
-            !(item_at(m, idx)->flags & RI_CLEAN) ||
-            (m->frames[pte - 1].count & FR_KSM))
-            continue;
-        if (item_zero(item_at(m, idx)))
-            continue; /* known all zero: its compares read no page */
-        pfn[n] = pte - 1;
-        __builtin_prefetch(frame_mem(m, pfn[n]));
-        n++;
-    }
-    for (j = 0; j < n; j++) {
-        const uint8_t *page = frame_mem(m, pfn[j]);
-        upre[j] = page_prefix32(page);
-        spre[j] = page_prefix64(page);
-        ucur[j] = m->unstable_root;
-        scur[j] = m->stable_root;
-    }
-    for (depth = 0; depth < PREWALK_MAX_DEPTH; depth++) {
-        bool active = false;
-        for (j = 0; j < n; j++) {
-            uint32_t c = ucur[j];
-            if (c) {
-                const struct rmap_item *t = item_at(m, c);
-                if (t->prefix == upre[j]) {
-                    /* the real walk compares the two pages here */
-                    prefetch_pair(m, pfn[j], item_pfn(m, c));
-                    c = 0;
-                } else {
-                    c = t->link[upre[j] > t->prefix];
-                }
-                ucur[j] = c;
-                steps++;
-                if (c) {
-                    __builtin_prefetch(item_at(m, c));
-                    active = true;
-                }
-            }
-            c = scur[j];
-            if (c) {
-                const struct stable_node *sn = node_at(m, c);
-                if (sn->prefix == spre[j]) {
-                    uint32_t d = sn->kind == SN_CHAIN ? sn->hlist : c;
-                    prefetch_pair(m, pfn[j], d ? node_at(m, d)->kpfn : PFN_NONE);
-                    c = 0;
-                } else {
-                    c = sn->rb[spre[j] > sn->prefix];
-                }
-                scur[j] = c;
-                steps++;
-                if (c) {
-                    __builtin_prefetch(node_at(m, c));
-                    active = true;
-                }
-            }
-        }
-        if (!active)
-            break;
-    }
-    /* (also what keeps the compiler from dropping the walk: it has no
-     * other effect than the prefetches) */
-    m->st.prewalk_steps += steps;
 }
 
 /* --- entry points --- */
@@ -1297,8 +996,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
             return -EINVAL;
     }
     m->now_ms = now_ms;
-    if (m->prehash)
-        m->prehash->n = m->prehash->pos = 0; /* nothing carries over calls */
+    prehash_reset(m); /* nothing carries over calls */
     for (r = 0; r < nranges; r++) {
         uint64_t from = ranges[r].start >> PAGE_SHIFT;
         if (cursor >> PAGE_SHIFT > from)
@@ -1307,10 +1005,8 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
             uint32_t prewalked = w.first;
             for (uint32_t i = w.first; i < w.stop; i++) {
                 uint32_t vpn = w.base | i, pte, idx;
-                if (i == prewalked) {
-                    prewalked = i + PREWALK_PAGES < w.stop ? i + PREWALK_PAGES : w.stop;
-                    prewalk(m, w.leaf, i, prewalked);
-                }
+                if (i == prewalked)
+                    prewalked = prewalk(m, w.leaf, i, w.stop);
                 pte = w.leaf->pte[i];
                 if (!pte_present(pte)) {
                     leaf_item_drop(m, w.leaf, i); /* an address that vanished */

@@ -206,7 +206,12 @@ static int frames_reserve(ke_machine *m, uint64_t need, uint64_t *frames_short)
     return -ENOMEM;
 }
 
-int ke_mm_unmap(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len)
+/*
+ * Over whole pages of mm id: clears the ptes and everything hanging on
+ * them (zap), or drops the rmap_items only; frees the leaves left empty.
+ */
+static int mm_clear(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
+                    bool zap)
 {
     struct mm_struct *mm;
     struct leaf_walk w;
@@ -215,12 +220,21 @@ int ke_mm_unmap(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len)
     if (err)
         return err;
     FOR_EACH_LEAF(mm, &w, from, to) {
-        for (uint32_t i = w.first; i < w.stop; i++)
-            pte_zap(m, mm, w.leaf, i);
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            if (zap)
+                pte_zap(m, mm, w.leaf, i);
+            else
+                leaf_item_drop(m, w.leaf, i);
+        }
         pt_leaf_maybe_free(mm, w.base);
     }
     ke_release_flush(m);
     return 0;
+}
+
+int ke_mm_unmap(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len)
+{
+    return mm_clear(m, id, addr, len, true);
 }
 
 int ke_mm_destroy(ke_machine *m, uint32_t id)
@@ -498,18 +512,7 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
 int ke_mm_drop_rmap_items(ke_machine *m, uint32_t id, uint64_t addr,
                           uint64_t len)
 {
-    struct mm_struct *mm;
-    struct leaf_walk w;
-    uint64_t from, to;
-    int err = mm_page_range(m, id, addr, len, &mm, &from, &to);
-    if (err)
-        return err;
-    FOR_EACH_LEAF(mm, &w, from, to) {
-        for (uint32_t i = w.first; i < w.stop; i++)
-            leaf_item_drop(m, w.leaf, i);
-        pt_leaf_maybe_free(mm, w.base);
-    }
-    return 0;
+    return mm_clear(m, id, addr, len, false);
 }
 
 int ke_mm_stat(const ke_machine *m, uint32_t id, struct ke_mm_stat *out)
