@@ -135,55 +135,55 @@ static void item_store_destroy(struct item_store *s)
  * has none: a zeroed item flagged RI_INUSE.  Gives the leaf a chunk first
  * if it has none.  Returns the item's index, 0 when the store is full.
  */
-uint32_t item_store_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
-                       uint32_t vpn)
+rmap_id item_store_alloc(ke_machine *m, struct mm_struct *mm,
+                         struct pt_leaf *leaf, uint32_t vpn)
 {
     struct item_store *s = &m->items;
     struct rmap_chunk *c;
-    uint32_t idx;
+    rmap_id item;
 
-    assert(mm < KE_MAX_MMS);
+    assert(mm >= m->mms && mm - m->mms < KE_MAX_MMS);
     if (!leaf->rchunk) {
         uint32_t id = s->free_head;
         if (id) {
             s->free_head = s->chunks[id].vpn_base;
         } else {
             if (s->top >= RC_CAPACITY)
-                return 0;
+                return NO_RMAP;
             id = s->top++;
         }
         c = &s->chunks[id];
         c->leaf = leaf;
         c->vpn_base = vpn & ~(RC_ITEMS - 1);
-        c->mm = (uint16_t)mm;
+        c->mm = (uint16_t)(mm - m->mms);
         c->nr_items = 0;
         leaf->rchunk = id;
         s->chunks_in_use++;
     }
     c = &s->chunks[leaf->rchunk];
     assert(c->leaf == leaf && c->vpn_base == (vpn & ~(RC_ITEMS - 1)));
-    idx = (leaf->rchunk << RC_SHIFT) | (vpn & (RC_ITEMS - 1));
-    assert(!item_at(m, idx)->flags);
-    item_at(m, idx)->flags = RI_INUSE;
+    item.idx = (leaf->rchunk << RC_SHIFT) | (vpn & (RC_ITEMS - 1));
+    assert(!item_at(m, item)->flags);
+    item_at(m, item)->flags = RI_INUSE;
     c->nr_items++;
     s->in_use++;
-    return idx;
+    return item;
 }
 
 /* Frees an rmap_item (zeroed again), and its chunk with its last item. */
-void item_store_free(ke_machine *m, uint32_t idx)
+void item_store_free(ke_machine *m, rmap_id item)
 {
     struct item_store *s = &m->items;
-    struct rmap_chunk *c = item_chunk(m, idx);
-    assert(idx >> RC_SHIFT && idx >> RC_SHIFT < s->top && c->leaf);
-    assert(item_at(m, idx)->flags & RI_INUSE && c->nr_items && s->in_use);
-    memset(item_at(m, idx), 0, sizeof(struct rmap_item));
+    struct rmap_chunk *c = item_chunk(m, item);
+    assert(item.idx >> RC_SHIFT && item.idx >> RC_SHIFT < s->top && c->leaf);
+    assert(item_at(m, item)->flags & RI_INUSE && c->nr_items && s->in_use);
+    memset(item_at(m, item), 0, sizeof(struct rmap_item));
     s->in_use--;
     if (--c->nr_items == 0) {
         c->leaf->rchunk = 0;
         c->leaf = NULL;
         c->vpn_base = s->free_head;
-        s->free_head = idx >> RC_SHIFT;
+        s->free_head = item.idx >> RC_SHIFT;
         s->chunks_in_use--;
     }
 }
@@ -420,7 +420,7 @@ void frame_put(ke_machine *m, uint32_t pfn)
     if (f->count & FR_MAPCOUNT_MASK)
         return;
     if (f->count & FR_KSM) {
-        ksm_stable_node_free_frame(m, f->aux);
+        ksm_stable_node_free_frame(m, frame_node(m, pfn));
         m->ksm_frames--;
     }
     m->used_frames--;

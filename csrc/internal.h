@@ -27,6 +27,13 @@
  * touched only as the pool grows), indexed from 1, so an index never moves
  * and 0 means "none".  Freed entries form a free list.  The item chunks
  * are reserved the same way.
+ *
+ * Handles.  rmap_items and stable nodes are named by their indices, each
+ * kind in a struct of its own (rmap_id, snode_id), so that one kind passed
+ * where the other is expected (say, the two arguments of
+ * stable_tree_append swapped) does not compile.  A one-field struct is
+ * passed and returned in a register like the bare integer: they cost
+ * nothing.  Frames (pfn) and mms (id) stay plain numbers.
  */
 #ifndef KSM_ENGINE_INTERNAL_H
 #define KSM_ENGINE_INTERNAL_H
@@ -43,6 +50,14 @@
 #define PAGE_SIZE KE_PAGE_SIZE
 #define PAGE_SHIFT KE_PAGE_SHIFT
 
+/* --- handles (see top) --- */
+typedef struct { uint32_t idx; } rmap_id;  /* an rmap_item: (chunk << RC_SHIFT) | pte */
+typedef struct { uint32_t idx; } snode_id; /* a stable node: its index in m->nodes */
+#define NO_RMAP ((rmap_id){0})
+#define NO_SNODE ((snode_id){0})
+static inline bool same_rmap(rmap_id a, rmap_id b) { return a.idx == b.idx; }
+static inline bool same_snode(snode_id a, snode_id b) { return a.idx == b.idx; }
+
 /* --- frames --- */
 #define FR_MAPCOUNT_MASK 0x07ffffffu
 #define FR_USED (1u << 27)    /* mapped by processes (anonymous or KSM) */
@@ -56,7 +71,8 @@
 
 struct frame {
     uint32_t count; /* map count | FR_* state bits */
-    uint32_t aux;   /* free: next free pfn; KSM: stable node index */
+    uint32_t aux;   /* free: next free pfn; KSM: its stable node's index
+                       (frame_node), 0 if it has none */
 };
 
 /* --- page tables --- */
@@ -163,11 +179,14 @@ static inline bool leaf_walk_next(const struct mm_struct *mm, struct leaf_walk *
 struct rmap_item {
     uint32_t oldchecksum; /* checksum seen the last time the page was scanned */
     uint32_t prefix;      /* unstable: first 4 bytes of the page, big endian */
-    /*
-     * unstable: link = {left, right, parent} in the unstable tree;
-     * stable:   link = {stable node, next item, previous item}.
-     */
-    uint32_t link[3];
+    union {
+        rmap_id rb[3];        /* unstable: left, right, parent in the tree */
+        struct {
+            snode_id node;    /* stable: the stable node it hangs on */
+            rmap_id next;     /* stable: the next rmap_item on the node */
+            rmap_id prev;     /* stable: the previous one, NO_RMAP: first */
+        };
+    };
     uint8_t flags;        /* RI_*; 0 while the slot has no rmap_item */
     uint8_t seqnr;        /* low 8 bits of the pass that put it in the unstable tree */
     uint8_t age;          /* smart_scan: passes seen, saturating at 255 */
@@ -209,11 +228,11 @@ struct item_store {
  */
 struct __attribute__((packed, aligned(4))) stable_node {
     union {
-        uint32_t rb[3];    /* plain/chain: left, right, parent in the stable
+        snode_id rb[3];    /* plain/chain: left, right, parent in the stable
                               tree; free: rb[0] is the next free node */
         struct {           /* dup */
-            uint32_t next, prev; /* siblings under the chain */
-            uint32_t chain;      /* its chain */
+            snode_id next, prev; /* siblings under the chain */
+            snode_id chain;      /* its chain */
         };
     };
     uint8_t red;           /* plain/chain: colour in the stable tree */
@@ -224,7 +243,10 @@ struct __attribute__((packed, aligned(4))) stable_node {
         uint32_t kpfn;             /* plain/dup: the KSM frame */
         uint32_t chain_prune_time; /* chain: last prune of stale dups (ms, wraps) */
     };
-    uint32_t hlist;        /* plain/dup: first rmap_item; chain: first dup */
+    union {
+        rmap_id hlist;     /* plain/dup: its first rmap_item */
+        snode_id dups;     /* chain: its first dup */
+    };
     union {
         uint32_t rmap_hlist_len;   /* plain/dup: rmap_items on it */
         uint32_t nr_candidates;    /* chain: dups that can take one more mapping */
@@ -272,8 +294,8 @@ struct ke_machine {
 
     struct item_store items; /* rmap_items, in chunks (see top) */
     struct pool nodes;     /* struct stable_node */
-    uint32_t stable_root;     /* stable tree root node, 0 empty */
-    uint32_t unstable_root;   /* unstable tree root item, 0 empty */
+    snode_id stable_root;     /* stable tree root node, NO_SNODE: empty */
+    rmap_id unstable_root;    /* unstable tree root item, NO_RMAP: empty */
     bool unstable_dirty;      /* a page in the unstable tree was written this pass */
     uint32_t seqnr;           /* current pass number (low 8 bits used) */
     uint32_t zero_checksum;   /* checksum of a zero-filled page */
@@ -299,14 +321,23 @@ static inline uint32_t frame_mapcount(const ke_machine *m, uint32_t pfn)
 {
     return m->frames[pfn].count & FR_MAPCOUNT_MASK;
 }
+/* A KSM frame's stable node (NO_SNODE: none; the frame must be KSM). */
+static inline snode_id frame_node(const ke_machine *m, uint32_t pfn)
+{
+    return (snode_id){m->frames[pfn].aux};
+}
+static inline void frame_set_node(ke_machine *m, uint32_t pfn, snode_id node)
+{
+    m->frames[pfn].aux = node.idx;
+}
 int pool_init(struct pool *p, uint32_t size, uint32_t capacity,
-                 uint64_t nr_frames);
+              uint64_t nr_frames);
 void pool_destroy(struct pool *p);
 uint32_t pool_alloc(struct pool *p);
 void pool_free(struct pool *p, uint32_t idx);
-uint32_t item_store_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
-                       uint32_t vpn);
-void item_store_free(ke_machine *m, uint32_t idx);
+rmap_id item_store_alloc(ke_machine *m, struct mm_struct *mm,
+                         struct pt_leaf *leaf, uint32_t vpn);
+void item_store_free(ke_machine *m, rmap_id item);
 static inline void *pool_at(const struct pool *p, uint32_t idx)
 {
     return p->base + (uint64_t)idx * p->size;
@@ -317,48 +348,57 @@ struct mm_struct *mm_get(const ke_machine *m, uint32_t mm);
 struct pt_leaf *pt_leaf_lookup(const struct mm_struct *mm, uint32_t vpn);
 struct pt_leaf *pt_leaf_alloc(struct mm_struct *mm, uint32_t vpn);
 int break_cow_pte(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
-                     uint32_t i);
+                  uint32_t i);
 void leaf_item_drop(ke_machine *m, struct pt_leaf *leaf, uint32_t i);
 
 /* ksm.c: the hooks mm.c calls when a pte changes under an rmap_item */
-void ksm_item_write_hook(ke_machine *m, uint32_t item, const uint8_t *page);
-void ksm_item_unmap(ke_machine *m, uint32_t item);
-void ksm_item_leave_stable(ke_machine *m, uint32_t item);
-void ksm_stable_node_free_frame(ke_machine *m, uint32_t node);
-static inline struct rmap_item *item_at(const ke_machine *m, uint32_t idx)
+void ksm_item_write_hook(ke_machine *m, rmap_id item, const uint8_t *page);
+void ksm_item_unmap(ke_machine *m, rmap_id item);
+void ksm_item_leave_stable(ke_machine *m, rmap_id item);
+void ksm_stable_node_free_frame(ke_machine *m, snode_id node);
+
+/* --- finding records from handles, and what an rmap_item tracks --- */
+static inline struct rmap_item *item_at(const ke_machine *m, rmap_id item)
 {
-    return m->items.base + idx;
+    return m->items.base + item.idx;
 }
-static inline struct rmap_chunk *item_chunk(const ke_machine *m, uint32_t idx)
+static inline struct rmap_chunk *item_chunk(const ke_machine *m, rmap_id item)
 {
-    return &m->items.chunks[idx >> RC_SHIFT];
+    return &m->items.chunks[item.idx >> RC_SHIFT];
 }
-static inline uint32_t item_mm(const ke_machine *m, uint32_t idx)
+static inline struct mm_struct *item_mm(const ke_machine *m, rmap_id item)
 {
-    return item_chunk(m, idx)->mm;
+    return &m->mms[item_chunk(m, item)->mm];
 }
-static inline uint32_t item_vpn(const ke_machine *m, uint32_t idx)
+static inline uint32_t item_vpn(const ke_machine *m, rmap_id item)
 {
-    return item_chunk(m, idx)->vpn_base | (idx & (RC_ITEMS - 1));
+    return item_chunk(m, item)->vpn_base | (item.idx & (RC_ITEMS - 1));
 }
-/* The pte an rmap_item tracks (its leaf lives while the item does). */
-static inline uint32_t *item_pte(const ke_machine *m, uint32_t idx)
+/* The leaf an rmap_item's pte is in (it lives while the item does), and
+ * the pte's slot in it. */
+static inline struct pt_leaf *item_leaf(const ke_machine *m, rmap_id item,
+                                        uint32_t *i)
 {
-    return &item_chunk(m, idx)->leaf->pte[idx & (RC_ITEMS - 1)];
+    *i = item.idx & (RC_ITEMS - 1);
+    return item_chunk(m, item)->leaf;
 }
-/* The rmap_item of pte i of a leaf, 0 if none. */
-static inline uint32_t leaf_item(const ke_machine *m, const struct pt_leaf *leaf,
-                                 uint32_t i)
+static inline uint32_t *item_pte(const ke_machine *m, rmap_id item)
 {
-    uint32_t idx;
-    if (!leaf->rchunk)
-        return 0;
-    idx = (leaf->rchunk << RC_SHIFT) | i;
-    return item_at(m, idx)->flags ? idx : 0;
+    uint32_t i;
+    return &item_leaf(m, item, &i)->pte[i];
 }
-static inline struct stable_node *node_at(const ke_machine *m, uint32_t idx)
+/* The rmap_item of pte i of a leaf, NO_RMAP if none. */
+static inline rmap_id leaf_item(const ke_machine *m, const struct pt_leaf *leaf,
+                                uint32_t i)
 {
-    return (struct stable_node *)pool_at(&m->nodes, idx);
+    rmap_id item = {(leaf->rchunk << RC_SHIFT) | i};
+    if (!leaf->rchunk || !item_at(m, item)->flags)
+        return NO_RMAP;
+    return item;
+}
+static inline struct stable_node *node_at(const ke_machine *m, snode_id node)
+{
+    return (struct stable_node *)pool_at(&m->nodes, node.idx);
 }
 
 /* checksum.c */
@@ -390,9 +430,9 @@ static inline uint32_t page_prefix32(const uint8_t *page)
 }
 
 /* The frame the pte of an rmap_item maps, PFN_NONE if none. */
-static inline uint32_t item_pfn(const ke_machine *m, uint32_t idx)
+static inline uint32_t item_pfn(const ke_machine *m, rmap_id item)
 {
-    return pte_pfn(*item_pte(m, idx));
+    return pte_pfn(*item_pte(m, item));
 }
 
 /*
@@ -423,20 +463,19 @@ static inline int64_t page_hash(const ke_machine *m, const uint8_t *page,
 }
 
 /*
- * Will the scan hash this pte's page (rmap_item idx, 0 if none)?  It is
- * present, not a KSM page in the stable tree (6.x: those are not hashed),
- * and never hashed or written since.
+ * Will the scan hash this pte's page (its rmap_item: item, if any)?  It
+ * is present, not a KSM page in the stable tree (6.x: those are not
+ * hashed), and never hashed or written since.
  */
 static inline bool needs_checksum(const ke_machine *m, uint32_t pte,
-                                  uint32_t idx)
+                                  rmap_id item)
 {
-    uint32_t c;
     if (!pte_present(pte))
         return false;
-    c = m->frames[pte - 1].count;
-    if ((c & FR_KSM) && m->frames[pte - 1].aux && !m->cfg.compat_2009)
+    if ((m->frames[pte - 1].count & FR_KSM) && frame_node(m, pte - 1).idx &&
+        !m->cfg.compat_2009)
         return false;
-    return !idx || !(item_at(m, idx)->flags & RI_CLEAN);
+    return !item.idx || !(item_at(m, item)->flags & RI_CLEAN);
 }
 
 /* readahead.c: ahead of the scan loop; no result can change (see there) */

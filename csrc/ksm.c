@@ -45,42 +45,20 @@ const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 /* --- the two trees --- */
 
 #define RB_FN(name) unstable_rb_##name
-#define RB_L(i) (item_at(m, i)->link[0])
-#define RB_R(i) (item_at(m, i)->link[1])
-#define RB_P(i) (item_at(m, i)->link[2])
-#define RB_RED(i) (item_at(m, i)->flags & RI_RED)
-#define RB_SET_RED(i) (item_at(m, i)->flags |= RI_RED)
-#define RB_SET_BLACK(i) (item_at(m, i)->flags &= (uint8_t)~RI_RED)
-#define RB_COPY_COLOR(d, s)                                                   \
-    (item_at(m, d)->flags = (uint8_t)((item_at(m, d)->flags & ~RI_RED) |      \
-                                      (item_at(m, s)->flags & RI_RED)))
+#define RB_T rmap_id
+#define RB_LINK(x, k) (item_at(m, x)->rb[k])
+#define RB_RED(x) (item_at(m, x)->flags & RI_RED)
+#define RB_SET_COLOR(x, red)                                                  \
+    (item_at(m, x)->flags = (uint8_t)((item_at(m, x)->flags & ~RI_RED) |      \
+                                      ((red) ? RI_RED : 0)))
 #include "rbtree_impl.h"
-#undef RB_FN
-#undef RB_L
-#undef RB_R
-#undef RB_P
-#undef RB_RED
-#undef RB_SET_RED
-#undef RB_SET_BLACK
-#undef RB_COPY_COLOR
 
 #define RB_FN(name) stable_rb_##name
-#define RB_L(i) (node_at(m, i)->rb[0])
-#define RB_R(i) (node_at(m, i)->rb[1])
-#define RB_P(i) (node_at(m, i)->rb[2])
-#define RB_RED(i) (node_at(m, i)->red)
-#define RB_SET_RED(i) (node_at(m, i)->red = 1)
-#define RB_SET_BLACK(i) (node_at(m, i)->red = 0)
-#define RB_COPY_COLOR(d, s) (node_at(m, d)->red = node_at(m, s)->red)
+#define RB_T snode_id
+#define RB_LINK(x, k) (node_at(m, x)->rb[k])
+#define RB_RED(x) (node_at(m, x)->red)
+#define RB_SET_COLOR(x, c) (node_at(m, x)->red = (uint8_t)(c))
 #include "rbtree_impl.h"
-#undef RB_FN
-#undef RB_L
-#undef RB_R
-#undef RB_P
-#undef RB_RED
-#undef RB_SET_RED
-#undef RB_SET_BLACK
-#undef RB_COPY_COLOR
 
 #define CMP_PREFIX(a, b) ((a) < (b) ? -1 : 1)
 
@@ -96,6 +74,31 @@ const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
  * tree is until a page in it is written, which turns the shortcut off for
  * the rest of the pass (m->unstable_dirty).
  */
+struct lcp_walk {
+    uint32_t lo, hi; /* lcp with the last node gone right from, left from */
+};
+
+static inline uint32_t lcp_from(const struct lcp_walk *w)
+{
+    return w->lo < w->hi ? w->lo : w->hi;
+}
+
+/*
+ * A walk that compared its page with a node (ret: memcmp's sign, not 0;
+ * lcp: their common prefix) goes down: returns the child to take (0 left,
+ * 1 right) and keeps the bound.
+ */
+static inline int lcp_descend(struct lcp_walk *w, int ret, uint32_t lcp)
+{
+    assert(ret);
+    if (ret < 0) {
+        w->hi = lcp;
+        return 0;
+    }
+    w->lo = lcp;
+    return 1;
+}
+
 static inline uint32_t lcp_of_prefixes(uint64_t a, uint64_t b, uint32_t bytes)
 {
     return (uint32_t)(__builtin_clzll(a ^ b) >> 3) - (8 - bytes);
@@ -141,29 +144,25 @@ static int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
     return 0;
 }
 
-#define LCP_MIN(a, b) ((a) < (b) ? (a) : (b))
-
 /* --- rmap_items --- */
 
-static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm,
-                                struct pt_leaf *leaf, uint32_t vpn)
+static rmap_id rmap_item_alloc(ke_machine *m, struct mm_struct *mm,
+                               struct pt_leaf *leaf, uint32_t vpn)
 {
-    uint32_t idx = item_store_alloc(m, mm, leaf, vpn);
-    if (!idx)
-        return 0;
+    rmap_id item = item_store_alloc(m, mm, leaf, vpn);
+    if (!item.idx)
+        return NO_RMAP;
     m->st.rmap_items++;
-    m->mms[mm].ksm_rmap_items++;
-    return idx;
+    mm->ksm_rmap_items++;
+    return item;
 }
 
-static void rmap_item_free(ke_machine *m, uint32_t idx)
+static void rmap_item_free(ke_machine *m, rmap_id item)
 {
-    struct rmap_item *it = item_at(m, idx);
-    assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
-    (void)it;
+    assert(!(item_at(m, item)->flags & (RI_STABLE | RI_UNSTABLE)));
     m->st.rmap_items--;
-    m->mms[item_mm(m, idx)].ksm_rmap_items--;
-    item_store_free(m, idx);
+    item_mm(m, item)->ksm_rmap_items--;
+    item_store_free(m, item);
 }
 
 static inline bool is_page_sharing_candidate_n(const ke_machine *m,
@@ -179,167 +178,176 @@ static inline bool is_page_sharing_candidate(const ke_machine *m,
     return m->cfg.compat_2009 || is_page_sharing_candidate_n(m, n, 0);
 }
 
-static void stable_node_erase(ke_machine *m, uint32_t node);
+static void stable_node_erase(ke_machine *m, snode_id node);
 
 /*
- * A chain counts its dups that can take one more mapping, so that a walk
- * that would find none (every dup full: the common case once merged) is
+ * Changes a node's rmap_hlist_len by delta (+1 or -1).  A chain counts its
+ * dups that can take one more mapping (nr_candidates), so that a walk that
+ * would find none (every dup full: the common case once merged) is
  * skipped; stable_node_dup() then picks the head dup, as the walk would.
- * Call around every change of a node's rmap_hlist_len.
  */
-static inline void dup_candidate_update(ke_machine *m, struct stable_node *sn,
-                                        bool was_candidate)
+static inline void rmap_hlist_len_add(ke_machine *m, struct stable_node *sn,
+                                      int delta)
 {
-    if (sn->kind == SN_DUP) {
-        bool now = is_page_sharing_candidate_n(m, sn, 0);
-        node_at(m, sn->chain)->nr_candidates += (uint32_t)now - (uint32_t)was_candidate;
-    }
+    bool was = is_page_sharing_candidate_n(m, sn, 0);
+    assert(delta > 0 || sn->rmap_hlist_len > 0);
+    sn->rmap_hlist_len += (uint32_t)delta;
+    if (sn->kind == SN_DUP)
+        node_at(m, sn->chain)->nr_candidates +=
+            (uint32_t)is_page_sharing_candidate_n(m, sn, 0) - (uint32_t)was;
 }
 
 /*
- * Takes an rmap_item out of the tree it is in (stable node list or the
- * unstable tree), fixing the counters.  Leaves it allocated.
+ * mm/ksm.c remove_rmap_item_from_tree(): takes an rmap_item out of the
+ * tree it is in (a stable node's list, or the unstable tree), fixing the
+ * counters.  Leaves it allocated.
  */
-static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
+static void remove_rmap_item_from_tree(ke_machine *m, rmap_id item)
 {
-    struct rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     if (it->flags & RI_STABLE) {
-        uint32_t node = it->link[0], next = it->link[1], prev = it->link[2];
+        snode_id node = it->node;
         struct stable_node *sn = node_at(m, node);
-        if (prev)
-            item_at(m, prev)->link[1] = next;
+        if (it->prev.idx)
+            item_at(m, it->prev)->next = it->next;
         else
-            sn->hlist = next;
-        if (next)
-            item_at(m, next)->link[2] = prev;
-        if (sn->hlist)
+            sn->hlist = it->next;
+        if (it->next.idx)
+            item_at(m, it->next)->prev = it->prev;
+        if (sn->hlist.idx)
             m->st.pages_sharing--;
         else
             m->st.pages_shared--;
-        m->mms[item_mm(m, idx)].ksm_merging_pages--;
-        assert(sn->rmap_hlist_len > 0);
-        {
-            bool was = is_page_sharing_candidate_n(m, sn, 0);
-            sn->rmap_hlist_len--;
-            dup_candidate_update(m, sn, was);
-        }
+        item_mm(m, item)->ksm_merging_pages--;
+        rmap_hlist_len_add(m, sn, -1);
         it->flags &= (uint8_t)~RI_STABLE;
-        it->link[0] = it->link[1] = it->link[2] = 0;
+        memset(it->rb, 0, sizeof(it->rb));
         /*
          * 2009: the stable tree's nodes were the rmap_items themselves, so
          * a KSM page whose last rmap_item left dropped out of the tree.
          */
-        if (m->cfg.compat_2009 && !sn->hlist) {
-            m->frames[sn->kpfn].aux = 0;
+        if (m->cfg.compat_2009 && !sn->hlist.idx) {
+            frame_set_node(m, sn->kpfn, NO_SNODE);
             stable_node_erase(m, node);
         }
     } else if (it->flags & RI_UNSTABLE) {
         uint8_t age = (uint8_t)(m->seqnr - it->seqnr);
         assert(age <= 1);
         if (!age)
-            unstable_rb_erase(m, &m->unstable_root, idx);
+            unstable_rb_erase(m, &m->unstable_root, item);
         m->st.pages_unshared--;
         it->flags &= (uint8_t)~(RI_UNSTABLE | RI_RED);
-        it->link[0] = it->link[1] = it->link[2] = 0;
+        memset(it->rb, 0, sizeof(it->rb));
     }
 }
 
 /* Hangs an rmap_item on a stable node (mm/ksm.c stable_tree_append). */
-static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
+static void stable_tree_append(ke_machine *m, rmap_id item, snode_id node)
 {
-    struct rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     struct stable_node *sn = node_at(m, node);
     assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
     assert(sn->kind == SN_PLAIN || sn->kind == SN_DUP);
-    {
-        bool was = is_page_sharing_candidate_n(m, sn, 0);
-        sn->rmap_hlist_len++;
-        dup_candidate_update(m, sn, was);
-    }
-    it->link[0] = node;
-    it->link[1] = sn->hlist;
-    it->link[2] = 0;
-    if (sn->hlist)
-        item_at(m, sn->hlist)->link[2] = idx;
-    sn->hlist = idx;
+    rmap_hlist_len_add(m, sn, +1);
+    it->node = node;
+    it->next = sn->hlist;
+    it->prev = NO_RMAP;
+    if (sn->hlist.idx)
+        item_at(m, sn->hlist)->prev = item;
+    sn->hlist = item;
     it->flags |= RI_STABLE;
-    if (it->link[1])
+    if (it->next.idx)
         m->st.pages_sharing++;
     else
         m->st.pages_shared++;
-    m->mms[item_mm(m, idx)].ksm_merging_pages++;
+    item_mm(m, item)->ksm_merging_pages++;
 }
 
 /* --- hooks mm.c calls --- */
 
 /* The item's page was written (page: its memory now). */
-void ksm_item_write_hook(ke_machine *m, uint32_t idx, const uint8_t *page)
+void ksm_item_write_hook(ke_machine *m, rmap_id item, const uint8_t *page)
 {
-    struct rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     it->flags &= (uint8_t)~(RI_CLEAN | RI_ZERO);
     it->prefix = page_prefix32(page); /* keeps unstable tree walks exact */
     if ((it->flags & RI_UNSTABLE) && it->seqnr == (uint8_t)m->seqnr)
         m->unstable_dirty = true; /* the tree may now be out of order */
 }
 
-void ksm_item_leave_stable(ke_machine *m, uint32_t idx)
+/* The item's pte is about to stop mapping its page (COW, unmerge). */
+void ksm_item_leave_stable(ke_machine *m, rmap_id item)
 {
-    if (item_at(m, idx)->flags & RI_STABLE)
-        remove_rmap_item_from_tree(m, idx);
+    if (item_at(m, item)->flags & RI_STABLE)
+        remove_rmap_item_from_tree(m, item);
 }
 
-void ksm_item_unmap(ke_machine *m, uint32_t idx)
+/* The item's address is gone (unmap, exit, or its pte found empty). */
+void ksm_item_unmap(ke_machine *m, rmap_id item)
 {
-    remove_rmap_item_from_tree(m, idx);
-    rmap_item_free(m, idx);
+    remove_rmap_item_from_tree(m, item);
+    rmap_item_free(m, item);
 }
 
 /* --- stable nodes and chains --- */
 
-static uint32_t stable_node_alloc(ke_machine *m, uint8_t kind)
+static snode_id stable_node_alloc(ke_machine *m, uint8_t kind)
 {
-    uint32_t node = pool_alloc(&m->nodes);
-    if (node)
+    snode_id node = {pool_alloc(&m->nodes)};
+    if (node.idx)
         node_at(m, node)->kind = kind;
     return node;
 }
 
+/* A chain's list of dups: takes d out / puts dup at its head (links only). */
+static void dup_unlink(ke_machine *m, struct stable_node *c, struct stable_node *d)
+{
+    if (d->prev.idx)
+        node_at(m, d->prev)->next = d->next;
+    else
+        c->dups = d->next;
+    if (d->next.idx)
+        node_at(m, d->next)->prev = d->prev;
+}
+
+static void dup_push(ke_machine *m, struct stable_node *c, snode_id dup)
+{
+    struct stable_node *d = node_at(m, dup);
+    d->prev = NO_SNODE;
+    d->next = c->dups;
+    if (c->dups.idx)
+        node_at(m, c->dups)->prev = dup;
+    c->dups = dup;
+}
+
 /* Unlinks a dup from its chain (mm/ksm.c __stable_node_dup_del). */
-static void stable_node_dup_del(ke_machine *m, uint32_t dup)
+static void stable_node_dup_del(ke_machine *m, snode_id dup)
 {
     struct stable_node *d = node_at(m, dup);
     struct stable_node *chain = node_at(m, d->chain);
     chain->nr_candidates -= is_page_sharing_candidate_n(m, d, 0);
-    if (d->prev)
-        node_at(m, d->prev)->next = d->next;
-    else
-        chain->hlist = d->next;
-    if (d->next)
-        node_at(m, d->next)->prev = d->prev;
-    d->next = d->prev = d->chain = 0;
+    dup_unlink(m, chain, d);
+    d->next = d->prev = d->chain = NO_SNODE;
     m->st.stable_node_dups--;
 }
 
-static void stable_node_chain_add_dup(ke_machine *m, uint32_t dup,
-                                      uint32_t chain)
+/* Makes node dup a dup of chain (mm/ksm.c stable_node_chain_add_dup). */
+static void stable_node_chain_add_dup(ke_machine *m, snode_id dup,
+                                      snode_id chain)
 {
     struct stable_node *d = node_at(m, dup), *c = node_at(m, chain);
     d->kind = SN_DUP;
     d->chain = chain;
     c->nr_candidates += is_page_sharing_candidate_n(m, d, 0);
-    d->prev = 0;
-    d->next = c->hlist;
-    if (c->hlist)
-        node_at(m, c->hlist)->prev = dup;
-    c->hlist = dup;
+    dup_push(m, c, dup);
     m->st.stable_node_dups++;
 }
 
-static void free_stable_node_chain(ke_machine *m, uint32_t chain)
+static void free_stable_node_chain(ke_machine *m, snode_id chain)
 {
-    assert(!node_at(m, chain)->hlist);
+    assert(!node_at(m, chain)->dups.idx);
     stable_rb_erase(m, &m->stable_root, chain);
-    pool_free(&m->nodes, chain);
+    pool_free(&m->nodes, chain.idx);
     m->st.stable_node_chains--;
 }
 
@@ -347,26 +355,26 @@ static void free_stable_node_chain(ke_machine *m, uint32_t chain)
  * Removes a stable node (no rmap_items left) from the tree or its chain
  * and frees it; an emptied chain goes too.
  */
-static void stable_node_erase(ke_machine *m, uint32_t node)
+static void stable_node_erase(ke_machine *m, snode_id node)
 {
     struct stable_node *sn = node_at(m, node);
-    assert(sn->rmap_hlist_len == 0 && !sn->hlist);
+    assert(sn->rmap_hlist_len == 0 && !sn->hlist.idx);
     if (sn->kind == SN_DUP) {
-        uint32_t chain = sn->chain;
+        snode_id chain = sn->chain;
         stable_node_dup_del(m, node);
-        if (!node_at(m, chain)->hlist)
+        if (!node_at(m, chain)->dups.idx)
             free_stable_node_chain(m, chain);
     } else {
         assert(sn->kind == SN_PLAIN);
         stable_rb_erase(m, &m->stable_root, node);
     }
-    pool_free(&m->nodes, node);
+    pool_free(&m->nodes, node.idx);
 }
 
 /* A KSM frame is being freed: its stable node goes (arena.c calls this). */
-void ksm_stable_node_free_frame(ke_machine *m, uint32_t node)
+void ksm_stable_node_free_frame(ke_machine *m, snode_id node)
 {
-    if (node)
+    if (node.idx)
         stable_node_erase(m, node);
 }
 
@@ -375,11 +383,12 @@ void ksm_stable_node_free_frame(ke_machine *m, uint32_t node)
  * first that can take one more mapping, or, when the chain is due for
  * pruning (every prune_millisecs), the one with the most mappings that can
  * still take one.  A chain left with one dup collapses into a plain node in
- * the chain's place (*nodep is updated).  Returns the dup, 0 if none.
+ * the chain's place (*nodep is updated).  Returns the dup, NO_SNODE if none.
  */
-static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
+static snode_id stable_node_dup(ke_machine *m, snode_id *nodep, bool prune)
 {
-    uint32_t chain = *nodep, dup, found = 0, found_len = 0;
+    snode_id chain = *nodep, dup, found = NO_SNODE;
+    uint32_t found_len = 0;
     struct stable_node *c = node_at(m, chain), *f;
 
     if (!prune || (uint32_t)m->now_ms - c->chain_prune_time < m->cfg.prune_millisecs)
@@ -388,39 +397,33 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
         c->chain_prune_time = (uint32_t)m->now_ms;
 
     if (!prune && !c->nr_candidates)
-        found = c->hlist; /* the walk below would end there, having found no candidate */
-    else for (dup = c->hlist; dup; dup = node_at(m, dup)->next) {
+        found = c->dups; /* the walk below would end there, having found no candidate */
+    else for (dup = c->dups; dup.idx; dup = node_at(m, dup)->next) {
         struct stable_node *d = node_at(m, dup);
-        if (!found || (is_page_sharing_candidate_n(m, d, 0) &&
-                       (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
-                        d->rmap_hlist_len > found_len))) {
+        if (!found.idx || (is_page_sharing_candidate_n(m, d, 0) &&
+                           (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
+                            d->rmap_hlist_len > found_len))) {
             found = dup;
             found_len = d->rmap_hlist_len;
             if (!prune && is_page_sharing_candidate_n(m, d, 0))
                 break;
         }
     }
-    if (!found)
-        return 0;
+    if (!found.idx)
+        return NO_SNODE;
     f = node_at(m, found);
-    if (c->hlist == found && !f->next) {
+    if (same_snode(c->dups, found) && !f->next.idx) {
         /* just one dup: drop the chain */
         stable_node_dup_del(m, found);
         f->kind = SN_PLAIN;
         stable_rb_replace(m, &m->stable_root, chain, found);
-        pool_free(&m->nodes, chain);
+        pool_free(&m->nodes, chain.idx);
         m->st.stable_node_chains--;
         *nodep = found;
-    } else if (c->hlist != found && is_page_sharing_candidate_n(m, f, 1)) {
+    } else if (!same_snode(c->dups, found) && is_page_sharing_candidate_n(m, f, 1)) {
         /* move it to the head so the next search finds it first */
-        if (f->prev)
-            node_at(m, f->prev)->next = f->next;
-        if (f->next)
-            node_at(m, f->next)->prev = f->prev;
-        f->prev = 0;
-        f->next = c->hlist;
-        node_at(m, c->hlist)->prev = found;
-        c->hlist = found;
+        dup_unlink(m, c, f);
+        dup_push(m, c, found);
     }
     return found;
 }
@@ -430,8 +433,8 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
  * the dup stable_node_dup() picks.  Returns the frame to compare with
  * (PFN_NONE if the chain had no dup) and sets *dupp.
  */
-static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
-                                  uint32_t *nodep, bool prune)
+static uint32_t stable_node_chain(ke_machine *m, snode_id *dupp,
+                                  snode_id *nodep, bool prune)
 {
     struct stable_node *sn = node_at(m, *nodep);
     if (sn->kind != SN_CHAIN) {
@@ -439,10 +442,10 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
         return sn->kpfn;
     }
     *dupp = stable_node_dup(m, nodep, prune);
-    if (!*dupp) {
+    if (!dupp->idx) {
         /* a chain's dup list may hold full dups only: any is the content */
-        uint32_t any = node_at(m, *nodep)->hlist;
-        return any ? node_at(m, any)->kpfn : PFN_NONE;
+        snode_id any = node_at(m, *nodep)->dups;
+        return any.idx ? node_at(m, any)->kpfn : PFN_NONE;
     }
     return node_at(m, *dupp)->kpfn;
 }
@@ -455,7 +458,7 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
  * the offset of the first difference in *lcp.
  */
 static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
-                           bool page_zero, uint32_t *curp, uint32_t *dupp,
+                           bool page_zero, snode_id *curp, snode_id *dupp,
                            bool prune, uint32_t lcp_from, uint32_t *lcp)
 {
     uint32_t tree_pfn = stable_node_chain(m, dupp, curp, prune);
@@ -476,93 +479,84 @@ static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
 }
 
 /*
- * Searches the stable tree for a KSM page with the content of frame pfn
- * that can take one more mapping.  Returns its frame and sets *nodep to
- * its stable node, or returns PFN_NONE.  A page that is itself KSM (shared
- * by fork) finds itself.  page_zero: the page is known to be all zero.
+ * mm/ksm.c stable_tree_search(): searches the stable tree for a KSM page
+ * with the content of frame pfn that can take one more mapping.  Returns
+ * its frame and sets *nodep to its stable node, or returns PFN_NONE.  A
+ * page that is itself KSM (shared by fork) finds itself.  page_zero: the
+ * page is known to be all zero.  Chains are pruned on the way, as the
+ * kernel's walk does.
  */
 static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, bool page_zero,
-                                   uint32_t *nodep)
+                                   snode_id *nodep)
 {
-    uint32_t cur, dup, lcp, lcp_lo = 0, lcp_hi = 0;
+    snode_id cur = m->stable_root, dup;
+    struct lcp_walk b = {0, 0};
+    uint32_t lcp;
     uint64_t prefix;
     int ret;
 
-    if (m->frames[pfn].count & FR_KSM && m->frames[pfn].aux) {
-        *nodep = m->frames[pfn].aux;
+    if (m->frames[pfn].count & FR_KSM && frame_node(m, pfn).idx) {
+        *nodep = frame_node(m, pfn);
         return pfn;
     }
-    if (!m->stable_root)
+    if (!cur.idx)
         return PFN_NONE; /* (and the page's memory is not touched) */
     prefix = page_prefix64(frame_mem(m, pfn));
-    cur = m->stable_root;
-    while (cur) {
-        /* chains are pruned on the way, as the kernel's walk does */
+    while (cur.idx) {
         ret = stable_walk_cmp(m, pfn, prefix, page_zero, &cur, &dup, true,
-                              LCP_MIN(lcp_lo, lcp_hi), &lcp);
-        if (ret < 0) {
-            cur = node_at(m, cur)->rb[0];
-            lcp_hi = lcp;
-        } else if (ret > 0) {
-            cur = node_at(m, cur)->rb[1];
-            lcp_lo = lcp;
-        } else {
-            if (!dup || !is_page_sharing_candidate(m, node_at(m, dup)))
+                              lcp_from(&b), &lcp);
+        if (!ret) {
+            if (!dup.idx || !is_page_sharing_candidate(m, node_at(m, dup)))
                 return PFN_NONE; /* every copy full: go via unstable tree */
             *nodep = dup;
             return node_at(m, dup)->kpfn;
         }
+        cur = node_at(m, cur)->rb[lcp_descend(&b, ret, lcp)];
     }
     return PFN_NONE;
 }
 
 /*
- * Puts the KSM page kpfn into the stable tree: a new plain node, or a new
- * dup under the chain of its content (making the chain if needed).  Returns
- * the new node, 0 on failure (allocation, or injected fault).  page_zero:
- * the page is known to be all zero (the nodes of its content say so).
+ * mm/ksm.c stable_tree_insert(): puts the KSM page kpfn into the stable
+ * tree: a new plain node, or a new dup under the chain of its content
+ * (making the chain if needed).  Returns the new node, NO_SNODE on failure
+ * (allocation, or injected fault).  page_zero: the page is known to be all
+ * zero (the nodes of its content say so).
  */
-static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
+static snode_id stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
 {
-    uint32_t cur = m->stable_root, parent = 0, dup, node;
+    snode_id cur = m->stable_root, parent = NO_SNODE, dup, node;
     uint64_t prefix = page_prefix64(frame_mem(m, kpfn));
-    uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
+    struct lcp_walk b = {0, 0};
+    uint32_t lcp;
     int ret = 0;
-    bool need_chain = false;
 
-    while (cur) {
+    while (cur.idx) {
         ret = stable_walk_cmp(m, kpfn, prefix, page_zero, &cur, &dup, false,
-                              LCP_MIN(lcp_lo, lcp_hi), &lcp);
+                              lcp_from(&b), &lcp);
         parent = cur;
-        if (ret < 0) {
-            cur = node_at(m, cur)->rb[0];
-            lcp_hi = lcp;
-        } else if (ret > 0) {
-            cur = node_at(m, cur)->rb[1];
-            lcp_lo = lcp;
-        } else {
-            need_chain = true;
-            break;
-        }
+        if (!ret)
+            break; /* its content is there: a chain takes both */
+        cur = node_at(m, cur)->rb[lcp_descend(&b, ret, lcp)];
     }
     if (fault_fires(m, KE_FAULT_STABLE_INSERT))
-        return 0;
+        return NO_SNODE;
     node = stable_node_alloc(m, SN_PLAIN);
-    if (!node)
-        return 0;
+    if (!node.idx)
+        return NO_SNODE;
     node_at(m, node)->kpfn = kpfn;
     node_at(m, node)->prefix = prefix;
     node_at(m, node)->zero = page_zero;
-    if (!need_chain) {
-        stable_rb_link(m, &m->stable_root, node, parent, ret < 0);
+    if (!cur.idx) {
+        stable_rb_link(m, &m->stable_root, node, parent, ret > 0);
         stable_rb_insert_color(m, &m->stable_root, node);
     } else {
-        uint32_t chain = cur;
+        snode_id chain = cur;
         if (node_at(m, cur)->kind != SN_CHAIN) {
             chain = stable_node_alloc(m, SN_CHAIN);
-            if (!chain) {
-                pool_free(&m->nodes, node);
-                return 0;
+            if (!chain.idx) {
+                pool_free(&m->nodes, node.idx);
+                return NO_SNODE;
             }
             node_at(m, chain)->chain_prune_time = (uint32_t)m->now_ms;
             node_at(m, chain)->prefix = prefix;
@@ -576,27 +570,28 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
             node_at(m, chain)->zero = node_at(m, node)->zero = 1;
         stable_node_chain_add_dup(m, node, chain);
     }
-    m->frames[kpfn].aux = node;
+    frame_set_node(m, kpfn, node);
     return node;
 }
 
 /*
- * Searches the unstable tree for a page with pfn's content; if there is
- * one, returns its rmap_item (and its frame in *tree_pfnp), else inserts
- * item and returns 0.  As in the kernel, no insertion happens when the walk
- * meets this very frame (a page shared by fork) or an item with no page.
+ * mm/ksm.c unstable_tree_search_insert(): searches the unstable tree for a
+ * page with pfn's content; if there is one, returns its rmap_item (and its
+ * frame in *tree_pfnp), else inserts item and returns NO_RMAP.  As in the
+ * kernel, no insertion happens when the walk meets this very frame (a page
+ * shared by fork) or an item with no page.
  */
-static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
-                                            uint32_t pfn, uint32_t *tree_pfnp)
+static rmap_id unstable_tree_search_insert(ke_machine *m, rmap_id item,
+                                           uint32_t pfn, uint32_t *tree_pfnp)
 {
-    bool page_zero = item_zero(item_at(m, idx));
-    uint32_t cur = m->unstable_root, parent = 0, tree_pfn = PFN_NONE;
-    uint32_t prefix = page_prefix32(frame_mem(m, pfn));
-    uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
-    struct rmap_item *it;
+    struct rmap_item *it = item_at(m, item);
+    bool page_zero = item_zero(it);
+    rmap_id cur = m->unstable_root, parent = NO_RMAP;
+    uint32_t prefix = page_prefix32(frame_mem(m, pfn)), tree_pfn, lcp;
+    struct lcp_walk b = {0, 0};
     int ret = 0;
 
-    while (cur) {
+    while (cur.idx) {
         const struct rmap_item *t = item_at(m, cur);
         /*
          * Different prefixes: different pages, so neither "no page" nor
@@ -608,65 +603,49 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
         } else {
             tree_pfn = item_pfn(m, cur);
             if (tree_pfn == PFN_NONE || tree_pfn == pfn)
-                return 0;
+                return NO_RMAP;
             if (page_zero && item_zero(t)) {
                 /* both known all zero: equal, without reading either page */
                 assert(!memcmp(frame_mem(m, pfn), frame_mem(m, tree_pfn), PAGE_SIZE));
                 ret = 0;
-                lcp = PAGE_SIZE;
             } else {
                 ret = page_cmp_lcp(m, pfn, tree_pfn,
-                                   m->unstable_dirty ? 0 : LCP_MIN(lcp_lo, lcp_hi), &lcp);
+                                   m->unstable_dirty ? 0 : lcp_from(&b), &lcp);
+            }
+            if (!ret) {
+                *tree_pfnp = tree_pfn;
+                return cur;
             }
         }
         parent = cur;
-        if (ret < 0) {
-            cur = item_at(m, cur)->link[0];
-            lcp_hi = lcp;
-        } else if (ret > 0) {
-            cur = item_at(m, cur)->link[1];
-            lcp_lo = lcp;
-        } else {
-            *tree_pfnp = tree_pfn;
-            return cur;
-        }
+        cur = t->rb[lcp_descend(&b, ret, lcp)];
     }
-    it = item_at(m, idx);
     it->flags |= RI_UNSTABLE;
     it->seqnr = (uint8_t)m->seqnr;
     it->prefix = prefix;
-    unstable_rb_link(m, &m->unstable_root, idx, parent, ret < 0);
-    unstable_rb_insert_color(m, &m->unstable_root, idx);
+    unstable_rb_link(m, &m->unstable_root, item, parent, ret > 0);
+    unstable_rb_insert_color(m, &m->unstable_root, item);
     m->st.pages_unshared++;
-    return 0;
+    return NO_RMAP;
 }
 
 /* --- merging --- */
-
-static inline struct pt_leaf *item_leaf(ke_machine *m, uint32_t idx,
-                                        uint32_t *i)
-{
-    *i = idx & (RC_ITEMS - 1);
-    return item_chunk(m, idx)->leaf;
-}
 
 static void frame_make_ksm(ke_machine *m, uint32_t pfn)
 {
     assert(!(m->frames[pfn].count & FR_KSM));
     m->frames[pfn].count |= FR_KSM;
-    m->frames[pfn].aux = 0;
+    frame_set_node(m, pfn, NO_SNODE);
     m->ksm_frames++;
 }
 
 /* Points the item's pte at kpfn instead of its present frame (replace_page). */
-static void replace_page(ke_machine *m, uint32_t idx, uint32_t kpfn)
+static void replace_page(ke_machine *m, rmap_id item, uint32_t kpfn)
 {
-    uint32_t i;
-    struct pt_leaf *leaf = item_leaf(m, idx, &i);
-    uint32_t old = leaf->pte[i] - 1;
-    assert(leaf && leaf->pte[i] != PTE_NONE && leaf->pte[i] != PTE_ZERO);
+    uint32_t *pte = item_pte(m, item), old = *pte - 1;
+    assert(pte_present(*pte));
     m->frames[kpfn].count++;
-    leaf->pte[i] = kpfn + 1;
+    *pte = kpfn + 1;
     frame_put(m, old);
 }
 
@@ -677,31 +656,31 @@ static void replace_page(ke_machine *m, uint32_t idx, uint32_t kpfn)
  * tree walk and the merge (it compares the pages again: pages_identical),
  * but nothing runs between the two here, so the walk's memcmp stands.
  */
-static void try_to_merge_one_page(ke_machine *m, uint32_t idx, uint32_t pfn,
+static void try_to_merge_one_page(ke_machine *m, rmap_id item, uint32_t pfn,
                                   uint32_t kpfn)
 {
     assert(!memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE));
     if (pfn != kpfn) /* (equal: a KSM page shared by fork) */
-        replace_page(m, idx, kpfn);
+        replace_page(m, item, kpfn);
 }
 
 /* Breaks sharing of an item's KSM page; never fails (see the top). */
-static void break_cow(ke_machine *m, uint32_t idx)
+static void break_cow(ke_machine *m, rmap_id item)
 {
     uint32_t i, pfn;
-    struct pt_leaf *leaf = item_leaf(m, idx, &i);
-    if (!leaf || leaf->pte[i] == PTE_NONE || leaf->pte[i] == PTE_ZERO)
+    struct pt_leaf *leaf = item_leaf(m, item, &i);
+    if (!pte_present(leaf->pte[i]))
         return;
     pfn = leaf->pte[i] - 1;
     if (!(m->frames[pfn].count & FR_KSM))
         return;
-    if (break_cow_pte(m, &m->mms[item_mm(m, idx)], leaf, i) == 0)
+    if (break_cow_pte(m, item_mm(m, item), leaf, i) == 0)
         return;
     /*
      * No frame to copy into: the page stays shared as an ordinary
      * copy-on-write page, which is just as safe for the processes.
      */
-    if (!m->frames[pfn].aux) {
+    if (!frame_node(m, pfn).idx) {
         m->frames[pfn].count &= ~FR_KSM;
         m->ksm_frames--;
     }
@@ -711,13 +690,11 @@ static void break_cow(ke_machine *m, uint32_t idx)
  * mm/ksm.c try_to_merge_with_zero_page(): a page whose checksum is the
  * zero page's, and which is all zero, is replaced by the zero page.
  */
-static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
+static int try_to_merge_with_zero_page(ke_machine *m, rmap_id item,
                                        uint32_t pfn)
 {
-    struct rmap_item *it = item_at(m, idx);
-    struct mm_struct *mm;
-    struct pt_leaf *leaf;
-    uint32_t i;
+    struct rmap_item *it = item_at(m, item);
+    struct mm_struct *mm = item_mm(m, item);
 
     if (!m->cfg.use_zero_pages || it->oldchecksum != m->zero_checksum)
         return -EFAULT;
@@ -727,9 +704,7 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
             return -EFAULT;
     }
     assert(!memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE));
-    mm = &m->mms[item_mm(m, idx)];
-    leaf = item_leaf(m, idx, &i);
-    leaf->pte[i] = PTE_ZERO;
+    *item_pte(m, item) = PTE_ZERO;
     mm->rss_pages--;
     mm->ksm_zero_pages++;
     m->st.ksm_zero_pages++;
@@ -743,8 +718,8 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
  * page's pte at it; the 2009 kernel copied both into a new page (bounded by
  * max_kernel_pages).  Returns the KSM frame, PFN_NONE on failure.
  */
-static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
-                                       uint32_t pfn, uint32_t tree_idx,
+static uint32_t try_to_merge_two_pages(ke_machine *m, rmap_id item,
+                                       uint32_t pfn, rmap_id tree_item,
                                        uint32_t tree_pfn)
 {
     if (m->cfg.compat_2009) {
@@ -766,13 +741,13 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
         memcpy(frame_mem(m, kpfn), frame_mem(m, pfn), PAGE_SIZE);
         frame_make_ksm(m, kpfn);
         m->frames[kpfn].count++; /* hold it while both ptes move over */
-        replace_page(m, idx, kpfn);
-        replace_page(m, tree_idx, kpfn);
+        replace_page(m, item, kpfn);
+        replace_page(m, tree_item, kpfn);
         frame_put(m, kpfn);
         return kpfn;
     }
     frame_make_ksm(m, pfn);
-    try_to_merge_one_page(m, tree_idx, tree_pfn, pfn);
+    try_to_merge_one_page(m, tree_item, tree_pfn, pfn);
     return pfn;
 }
 
@@ -783,23 +758,24 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
  * both rmap_items on it, tree item first; if the stable tree will not take
  * it, break COW on both again.
  */
-static void merge_via_unstable_tree(ke_machine *m, uint32_t idx, uint32_t pfn)
+static void merge_via_unstable_tree(ke_machine *m, rmap_id item, uint32_t pfn)
 {
-    uint32_t tree_pfn = PFN_NONE, kpfn, knode;
-    uint32_t tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
-    if (!tree_idx)
+    uint32_t tree_pfn = PFN_NONE, kpfn;
+    rmap_id tree_item = unstable_tree_search_insert(m, item, pfn, &tree_pfn);
+    snode_id knode;
+    if (!tree_item.idx)
         return;
-    kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
+    kpfn = try_to_merge_two_pages(m, item, pfn, tree_item, tree_pfn);
     if (kpfn == PFN_NONE)
         return;
-    remove_rmap_item_from_tree(m, tree_idx);
-    knode = stable_tree_insert(m, kpfn, item_zero(item_at(m, idx)));
-    if (knode) {
-        stable_tree_append(m, tree_idx, knode);
-        stable_tree_append(m, idx, knode);
+    remove_rmap_item_from_tree(m, tree_item);
+    knode = stable_tree_insert(m, kpfn, item_zero(item_at(m, item)));
+    if (knode.idx) {
+        stable_tree_append(m, tree_item, knode);
+        stable_tree_append(m, item, knode);
     } else {
-        break_cow(m, tree_idx);
-        break_cow(m, idx);
+        break_cow(m, tree_item);
+        break_cow(m, item);
     }
 }
 
@@ -836,35 +812,36 @@ static bool checksum_unchanged(ke_machine *m, struct rmap_item *it,
  * mm/ksm.c cmp_and_merge_page(): the heart of ksmd, for one present page
  * (frame pfn) of the item's mm.
  */
-static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
+static void cmp_and_merge_page(ke_machine *m, rmap_id item, uint32_t pfn,
                                int64_t precomputed)
 {
-    struct rmap_item *it = item_at(m, idx);
-    uint32_t node = 0, kpfn, knode = 0;
+    struct rmap_item *it = item_at(m, item);
+    snode_id node = NO_SNODE, knode;
+    uint32_t kpfn;
 
     if (m->frames[pfn].count & FR_KSM)
-        node = m->frames[pfn].aux;
-    if (node) {
-        if ((it->flags & RI_STABLE) && it->link[0] == node)
+        node = frame_node(m, pfn);
+    if (node.idx) {
+        if ((it->flags & RI_STABLE) && same_snode(it->node, node))
             return;
         /* (a KSM fork may go over max_page_sharing: append anyway) */
     } else {
-        remove_rmap_item_from_tree(m, idx);
+        remove_rmap_item_from_tree(m, item);
         if (!checksum_unchanged(m, it, pfn, precomputed))
             return;
-        if (!try_to_merge_with_zero_page(m, idx, pfn))
+        if (!try_to_merge_with_zero_page(m, item, pfn))
             return;
     }
 
     kpfn = stable_tree_search(m, pfn, item_zero(it), &knode);
-    remove_rmap_item_from_tree(m, idx);
+    remove_rmap_item_from_tree(m, item);
     if (kpfn != PFN_NONE) {
-        try_to_merge_one_page(m, idx, pfn, kpfn);
-        stable_tree_append(m, idx, knode);
+        try_to_merge_one_page(m, item, pfn, kpfn);
+        stable_tree_append(m, item, knode);
         return;
     }
 
-    merge_via_unstable_tree(m, idx, pfn);
+    merge_via_unstable_tree(m, item, pfn);
 }
 
 /*
@@ -874,27 +851,28 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
  * As the seed's ksm_do_scan(), a KSM page whose rmap_item is in the stable
  * tree is left alone, even when it is the page's last mapping.
  */
-static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
+static void cmp_and_merge_page_2009(ke_machine *m, rmap_id item, uint32_t pfn,
                                     int64_t precomputed)
 {
-    struct rmap_item *it = item_at(m, idx);
-    uint32_t kpfn, knode = 0;
+    struct rmap_item *it = item_at(m, item);
+    snode_id knode;
+    uint32_t kpfn;
 
     if ((m->frames[pfn].count & FR_KSM) && (it->flags & RI_STABLE))
         return;
-    remove_rmap_item_from_tree(m, idx);
+    remove_rmap_item_from_tree(m, item);
     kpfn = stable_tree_search(m, pfn, false, &knode);
     if (kpfn != PFN_NONE) {
-        try_to_merge_one_page(m, idx, pfn, kpfn);
-        stable_tree_append(m, idx, knode);
+        try_to_merge_one_page(m, item, pfn, kpfn);
+        stable_tree_append(m, item, knode);
         return;
     }
     if (m->frames[pfn].count & FR_KSM) {
-        break_cow(m, idx);
-        pfn = item_pfn(m, idx);
+        break_cow(m, item);
+        pfn = item_pfn(m, item);
     }
     if (checksum_unchanged(m, it, pfn, precomputed))
-        merge_via_unstable_tree(m, idx, pfn);
+        merge_via_unstable_tree(m, item, pfn);
 }
 
 static uint32_t skip_age(uint8_t age)
@@ -909,9 +887,9 @@ static uint32_t skip_age(uint8_t age)
 }
 
 /* mm/ksm.c should_skip_rmap_item(): smart_scan's ageing of unmerged pages. */
-static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
+static bool should_skip_rmap_item(ke_machine *m, rmap_id item, uint32_t pfn)
 {
-    struct rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     uint8_t age;
     if (!m->cfg.smart_scan || m->cfg.compat_2009)
         return false;
@@ -928,7 +906,7 @@ static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
     }
     m->st.pages_skipped++;
     it->remaining_skips--;
-    remove_rmap_item_from_tree(m, idx);
+    remove_rmap_item_from_tree(m, item);
     return true;
 }
 
@@ -940,16 +918,13 @@ int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg)
         return -EINVAL;
     m->cfg = *cfg;
     /* candidacy depends on max_page_sharing: recount every chain's */
-    for (uint32_t n = 1; n < m->nodes.top; n++) {
-        struct stable_node *sn = node_at(m, n);
-        if (sn->kind == SN_CHAIN)
-            sn->nr_candidates = 0;
-    }
-    for (uint32_t n = 1; n < m->nodes.top; n++) {
-        struct stable_node *sn = node_at(m, n);
-        if (sn->kind == SN_DUP)
-            node_at(m, sn->chain)->nr_candidates += is_page_sharing_candidate_n(m, sn, 0);
-    }
+    for (snode_id n = {1}; n.idx < m->nodes.top; n.idx++)
+        if (node_at(m, n)->kind == SN_CHAIN)
+            node_at(m, n)->nr_candidates = 0;
+    for (snode_id n = {1}; n.idx < m->nodes.top; n.idx++)
+        if (node_at(m, n)->kind == SN_DUP)
+            node_at(m, node_at(m, n)->chain)->nr_candidates +=
+                is_page_sharing_candidate_n(m, node_at(m, n), 0);
     return 0;
 }
 
@@ -967,7 +942,7 @@ int ke_ksm_begin_pass(ke_machine *m, uint32_t seqnr)
     if (!m)
         return -EINVAL;
     m->seqnr = seqnr;
-    m->unstable_root = 0; /* dropped, not freed: see the top */
+    m->unstable_root = NO_RMAP; /* dropped, not freed: see the top */
     m->unstable_dirty = false;
     return 0;
 }
@@ -980,6 +955,7 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
     uint32_t r, scanned = 0;
     struct leaf_walk w;
     int64_t sum;
+    int err = 0;
 
     if (!out)
         return -EINVAL;
@@ -1004,7 +980,8 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
         FOR_EACH_LEAF(mm, &w, from, ranges[r].end >> PAGE_SHIFT) {
             uint32_t prewalked = w.first;
             for (uint32_t i = w.first; i < w.stop; i++) {
-                uint32_t vpn = w.base | i, pte, idx;
+                uint32_t vpn = w.base | i, pte;
+                rmap_id item;
                 if (i == prewalked)
                     prewalked = prewalk(m, w.leaf, i, w.stop);
                 pte = w.leaf->pte[i];
@@ -1012,43 +989,40 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
                     leaf_item_drop(m, w.leaf, i); /* an address that vanished */
                     continue;
                 }
-                idx = leaf_item(m, w.leaf, i);
-                if (!idx) {
-                    idx = rmap_item_alloc(m, id, w.leaf, vpn);
-                    if (!idx)
-                        goto out_of_items;
+                item = leaf_item(m, w.leaf, i);
+                if (!item.idx) {
+                    item = rmap_item_alloc(m, mm, w.leaf, vpn);
+                    if (!item.idx) {
+                        err = -ENOMEM;
+                        goto out;
+                    }
                 }
-                if (should_skip_rmap_item(m, idx, pte - 1))
+                if (should_skip_rmap_item(m, item, pte - 1))
                     continue;
                 sum = -1;
-                if (needs_checksum(m, pte, idx)) {
+                if (needs_checksum(m, pte, item)) {
                     sum = prehash_take(m, vpn);
                     if (sum < 0 && prehash_fill(m, mm, ranges, nranges, r, vpn,
                                                 budget - scanned))
                         sum = prehash_take(m, vpn);
                 }
                 if (m->cfg.compat_2009)
-                    cmp_and_merge_page_2009(m, idx, pte - 1, sum);
+                    cmp_and_merge_page_2009(m, item, pte - 1, sum);
                 else
-                    cmp_and_merge_page(m, idx, pte - 1, sum);
+                    cmp_and_merge_page(m, item, pte - 1, sum);
                 m->st.pages_scanned++;
                 if (++scanned == budget) {
-                    out->scanned = scanned;
                     out->cursor = ((uint64_t)vpn + 1) << PAGE_SHIFT;
-                    ke_release_flush(m);
-                    return 0;
+                    goto out;
                 }
             }
         }
     }
-    out->scanned = scanned;
     out->mm_done = 1;
-    ke_release_flush(m);
-    return 0;
-out_of_items:
+out:
     out->scanned = scanned;
     ke_release_flush(m);
-    return -ENOMEM;
+    return err;
 }
 
 /*
@@ -1062,7 +1036,7 @@ int ke_ksm_remove_all(ke_machine *m)
 {
     if (!m)
         return -EINVAL;
-    m->unstable_root = 0;
+    m->unstable_root = NO_RMAP;
     if (m->st.rmap_items)
         return -EBUSY;
     assert(m->st.pages_shared == 0 && m->st.pages_sharing == 0);

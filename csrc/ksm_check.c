@@ -63,8 +63,9 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
             const struct pt_leaf *leaf = w.leaf;
             uint32_t used = 0, litems = 0;
             for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
-                uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-                uint32_t vpn = w.base | i;
+                uint32_t pte = leaf->pte[i], vpn = w.base | i;
+                rmap_id item = leaf_item(m, leaf, i);
+                uint32_t idx = item.idx;
                 used += pte || idx;
                 if (pte == PTE_ZERO) {
                     mz++;
@@ -75,13 +76,13 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                     rss++;
                 }
                 if (idx) {
-                    const struct rmap_item *it = item_at(m, idx);
+                    const struct rmap_item *it = item_at(m, item);
                     if (!(it->flags & RI_INUSE))
                         FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
-                    if (item_chunk(m, idx)->leaf != leaf ||
-                        item_mm(m, idx) != id || item_vpn(m, idx) != vpn)
-                        FAIL("mm %u vpn %u: item %u names mm %u vpn %u",
-                             id, vpn, idx, item_mm(m, idx), item_vpn(m, idx));
+                    if (item_chunk(m, item)->leaf != leaf ||
+                        item_mm(m, item) != mm || item_vpn(m, item) != vpn)
+                        FAIL("mm %u vpn %u: item %u names mm %u vpn %u", id, vpn,
+                             idx, item_chunk(m, item)->mm, item_vpn(m, item));
                     mi++;
                     litems++;
                     if ((it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO) &&
@@ -90,11 +91,10 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                     if (it->flags & RI_UNSTABLE)
                         unshared++;
                     if (it->flags & RI_STABLE) {
-                        uint32_t node = it->link[0];
+                        uint32_t node = it->node.idx;
                         if (!node || node >= m->nodes.top)
                             FAIL("item %u: bad stable node", idx);
-                        if (!pte || pte == PTE_ZERO ||
-                            node_at(m, node)->kpfn != pte - 1)
+                        if (!pte_present(pte) || node_at(m, it->node)->kpfn != pte - 1)
                             FAIL("item %u: pte does not map its KSM page",
                                  idx);
                         node_items[node]++;
@@ -139,12 +139,12 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                 FAIL("frame %u: mapcount %u, mapped %u times", pfn,
                      c & FR_MAPCOUNT_MASK, maps[pfn]);
             if (c & FR_KSM) {
-                uint32_t node = m->frames[pfn].aux;
+                snode_id node = frame_node(m, pfn);
                 nksm++;
-                if (node && (node >= m->nodes.top ||
-                             node_at(m, node)->kpfn != pfn))
+                if (node.idx && (node.idx >= m->nodes.top ||
+                                 node_at(m, node)->kpfn != pfn))
                     FAIL("KSM frame %u: stable node %u does not name it",
-                         pfn, node);
+                         pfn, node.idx);
             }
         } else {
             nfree++;
@@ -162,18 +162,18 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
              (unsigned long)m->balloon_frames, (unsigned long)nksm,
              (unsigned long)m->ksm_frames);
     for (n = 1; n < m->nodes.top; n++) {
-        const struct stable_node *sn = node_at(m, n);
+        const struct stable_node *sn = node_at(m, (snode_id){n});
         if (!sn->kind)
             continue;
         if (sn->kind == SN_CHAIN) {
             uint32_t cand = 0;
             chains++;
-            if (!sn->hlist)
+            if (!sn->dups.idx)
                 FAIL("chain %u has no dups", n);
-            for (uint32_t d = sn->hlist; d; d = node_at(m, d)->next) {
+            for (snode_id d = sn->dups; d.idx; d = node_at(m, d)->next) {
                 const struct stable_node *dn = node_at(m, d);
-                if (dn->kind != SN_DUP || dn->chain != n)
-                    FAIL("chain %u: dup %u does not name it", n, d);
+                if (dn->kind != SN_DUP || dn->chain.idx != n)
+                    FAIL("chain %u: dup %u does not name it", n, d.idx);
                 cand += dn->rmap_hlist_len && dn->rmap_hlist_len < m->cfg.max_page_sharing;
             }
             if (cand != sn->nr_candidates)
@@ -185,7 +185,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
         if (sn->zero && !page_is_zero(m, sn->kpfn))
             FAIL("stable node %u: known all zero, frame %u is not", n, sn->kpfn);
         if (!(m->frames[sn->kpfn].count & FR_KSM) ||
-            m->frames[sn->kpfn].aux != n)
+            frame_node(m, sn->kpfn).idx != n)
             FAIL("stable node %u: frame %u is not its KSM page", n, sn->kpfn);
         if (node_items[n] != sn->rmap_hlist_len)
             FAIL("stable node %u: rmap_hlist_len %u, items %u", n,

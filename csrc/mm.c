@@ -117,10 +117,10 @@ int ke_mm_new(ke_machine *m, uint32_t *mm_out)
  */
 void leaf_item_drop(ke_machine *m, struct pt_leaf *leaf, uint32_t i)
 {
-    uint32_t idx = leaf_item(m, leaf, i);
-    if (!idx)
+    rmap_id item = leaf_item(m, leaf, i);
+    if (!item.idx)
         return;
-    ksm_item_unmap(m, idx);
+    ksm_item_unmap(m, item);
     if (leaf->pte[i] == PTE_NONE)
         leaf->nr_used--;
 }
@@ -318,19 +318,19 @@ static void pte_make_private(ke_machine *m, struct mm_struct *mm,
 {
     uint32_t pte = leaf->pte[i], pfn;
     bool from_frame = pte_present(pte);
-    uint32_t idx = leaf_item(m, leaf, i);
+    rmap_id item = leaf_item(m, leaf, i);
 
     pfn = frame_alloc(m, !full_overwrite && !from_frame);
     assert(pfn != PFN_NONE);
     m->frames[pfn].count++;
     if (from_frame && !full_overwrite)
         memcpy(frame_mem(m, pfn), frame_mem(m, pte - 1), PAGE_SIZE);
-    if (idx)
-        ksm_item_leave_stable(m, idx);
+    if (item.idx)
+        ksm_item_leave_stable(m, item);
     leaf->pte[i] = pfn + 1;
     mm->rss_pages++;
     if (pte == PTE_NONE) {
-        if (!idx)
+        if (!item.idx)
             leaf->nr_used++;
     } else if (pte == PTE_ZERO) {
         mm->ksm_zero_pages--;
@@ -417,7 +417,7 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
         for (uint32_t i = w.first; i < w.stop; i++) {
             uint64_t at, chunk, off = page_span(addr, len, w.base | i, &at, &chunk);
             uint8_t *page;
-            uint32_t idx;
+            rmap_id item;
             if (pte_needs_frame(m, w.leaf->pte[i]))
                 pte_make_private(m, mm, w.leaf, i, chunk == PAGE_SIZE);
             page = frame_mem(m, w.leaf->pte[i] - 1);
@@ -425,8 +425,8 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
                 memcpy(page + off, buf + at, chunk);
             else
                 memset(page + off, byte, chunk);
-            if ((idx = leaf_item(m, w.leaf, i)))
-                ksm_item_write_hook(m, idx, page);
+            if ((item = leaf_item(m, w.leaf, i)).idx)
+                ksm_item_write_hook(m, item, page);
         }
     }
     frames_populate_end(m);

@@ -184,29 +184,30 @@ static inline void prefetch_pair(const ke_machine *m, uint32_t pfn, uint32_t tpf
 /*
  * One step of a walker of the unstable tree, and of the stable tree, as
  * unstable_tree_search_insert and stable_tree_search step: from node c
- * toward the page pfn whose prefix is pre.  Returns the next node, or 0
- * where the real walk will compare the two pages (which are prefetched).
+ * toward the page pfn whose prefix is pre.  Returns the next node, or
+ * none where the real walk will compare the two pages (which are
+ * prefetched).
  */
-static inline uint32_t unstable_prestep(const ke_machine *m, uint32_t c,
-                                        uint32_t pre, uint32_t pfn)
+static inline rmap_id unstable_prestep(const ke_machine *m, rmap_id c,
+                                       uint32_t pre, uint32_t pfn)
 {
     const struct rmap_item *t = item_at(m, c);
     if (t->prefix != pre)
-        return t->link[pre > t->prefix];
+        return t->rb[pre > t->prefix];
     prefetch_pair(m, pfn, item_pfn(m, c));
-    return 0;
+    return NO_RMAP;
 }
 
-static inline uint32_t stable_prestep(const ke_machine *m, uint32_t c,
+static inline snode_id stable_prestep(const ke_machine *m, snode_id c,
                                       uint64_t pre, uint32_t pfn)
 {
     const struct stable_node *sn = node_at(m, c);
-    uint32_t d;
+    snode_id d;
     if (sn->prefix != pre)
         return sn->rb[pre > sn->prefix];
-    d = sn->kind == SN_CHAIN ? sn->hlist : c; /* (the dup a chain's walk takes first) */
-    prefetch_pair(m, pfn, d ? node_at(m, d)->kpfn : PFN_NONE);
-    return 0;
+    d = sn->kind == SN_CHAIN ? sn->dups : c; /* (the dup a chain's walk takes first) */
+    prefetch_pair(m, pfn, d.idx ? node_at(m, d)->kpfn : PFN_NONE);
+    return NO_SNODE;
 }
 
 /* Prefetches a walker's next record; true if it has one (idx not 0). */
@@ -225,21 +226,23 @@ static inline bool prefetch_next(const void *rec, uint32_t idx)
 uint32_t prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
                  uint32_t to)
 {
-    uint32_t pfn[PREWALK_PAGES], ucur[PREWALK_PAGES], scur[PREWALK_PAGES];
-    uint32_t upre[PREWALK_PAGES];
+    uint32_t pfn[PREWALK_PAGES], upre[PREWALK_PAGES];
+    rmap_id ucur[PREWALK_PAGES];
+    snode_id scur[PREWALK_PAGES];
     uint64_t spre[PREWALK_PAGES];
     uint32_t n = 0, i, j, depth, steps = 0;
 
     if (to - from > PREWALK_PAGES)
         to = from + PREWALK_PAGES;
-    if (!m->unstable_root && !m->stable_root)
+    if (!m->unstable_root.idx && !m->stable_root.idx)
         return to;
     for (i = from; i < to; i++) {
-        uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-        if (!pte_present(pte) || !idx || !(item_at(m, idx)->flags & RI_CLEAN) ||
+        uint32_t pte = leaf->pte[i];
+        rmap_id item = leaf_item(m, leaf, i);
+        if (!pte_present(pte) || !item.idx || !(item_at(m, item)->flags & RI_CLEAN) ||
             (m->frames[pte - 1].count & FR_KSM))
             continue;
-        if (item_zero(item_at(m, idx)))
+        if (item_zero(item_at(m, item)))
             continue; /* known all zero: its compares read no page */
         pfn[n] = pte - 1;
         __builtin_prefetch(frame_mem(m, pfn[n]));
@@ -255,14 +258,14 @@ uint32_t prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
     for (depth = 0; depth < PREWALK_MAX_DEPTH; depth++) {
         bool active = false;
         for (j = 0; j < n; j++) {
-            if (ucur[j]) {
+            if (ucur[j].idx) {
                 ucur[j] = unstable_prestep(m, ucur[j], upre[j], pfn[j]);
-                active |= prefetch_next(item_at(m, ucur[j]), ucur[j]);
+                active |= prefetch_next(item_at(m, ucur[j]), ucur[j].idx);
                 steps++;
             }
-            if (scur[j]) {
+            if (scur[j].idx) {
                 scur[j] = stable_prestep(m, scur[j], spre[j], pfn[j]);
-                active |= prefetch_next(node_at(m, scur[j]), scur[j]);
+                active |= prefetch_next(node_at(m, scur[j]), scur[j].idx);
                 steps++;
             }
         }
