@@ -58,6 +58,33 @@ typedef struct { uint32_t idx; } snode_id; /* a stable node: its index in m->nod
 static inline bool same_rmap(rmap_id a, rmap_id b) { return a.idx == b.idx; }
 static inline bool same_snode(snode_id a, snode_id b) { return a.idx == b.idx; }
 
+/*
+ * Lists threaded through records by handles, as the kernel's hlist: each
+ * record has `next` and `prev` handles (prev 0: the first), the list a
+ * head handle (0: empty); at(m, h) finds record h.  They hold the
+ * rmap_items on a stable node and the dups of a chain.
+ */
+#define HLIST_ADD_HEAD(m, at, head, h)                                        \
+    do {                                                                      \
+        __typeof__(h) h_ = (h);                                               \
+        at(m, h_)->next = *(head);                                            \
+        at(m, h_)->prev = (__typeof__(h)){0};                                 \
+        if ((head)->idx)                                                      \
+            at(m, *(head))->prev = h_;                                        \
+        *(head) = h_;                                                         \
+    } while (0)
+
+#define HLIST_DEL(m, at, head, h)                                             \
+    do {                                                                      \
+        __typeof__(at(m, h)) e_ = at(m, h);                                   \
+        if (e_->prev.idx)                                                     \
+            at(m, e_->prev)->next = e_->next;                                 \
+        else                                                                  \
+            *(head) = e_->next;                                               \
+        if (e_->next.idx)                                                     \
+            at(m, e_->next)->prev = e_->prev;                                 \
+    } while (0)
+
 /* --- frames --- */
 #define FR_MAPCOUNT_MASK 0x07ffffffu
 #define FR_USED (1u << 27)    /* mapped by processes (anonymous or KSM) */
@@ -407,27 +434,6 @@ uint32_t page_checksum(const void *page, int compat_2009);
 /* --- what ksm.c and readahead.c both read --- */
 
 extern const uint8_t zero_page[PAGE_SIZE]; /* ksm.c: all zero */
-
-/*
- * Content prefixes.  Tree walks compare the first bytes of two pages as
- * big-endian integers, kept in the tree's records, before touching the
- * pages: when they differ, their order is memcmp's order, and the walk
- * avoids two cache misses (the page table lookup and the page itself).
- * Only equal prefixes fall back to comparing the pages (page_cmp_lcp).
- */
-static inline uint64_t page_prefix64(const uint8_t *page)
-{
-    uint64_t v;
-    memcpy(&v, page, 8);
-    return __builtin_bswap64(v);
-}
-
-static inline uint32_t page_prefix32(const uint8_t *page)
-{
-    uint32_t v;
-    memcpy(&v, page, 4);
-    return __builtin_bswap32(v);
-}
 
 /* The frame the pte of an rmap_item maps, PFN_NONE if none. */
 static inline uint32_t item_pfn(const ke_machine *m, rmap_id item)

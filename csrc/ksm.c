@@ -34,11 +34,8 @@
  * found under lock) cannot happen; what can fail is getting a frame (break
  * COW when the arena is full) and, by fault injection, stable_tree_insert.
  */
-#if defined(__x86_64__) || defined(__i386__)
-#include <emmintrin.h>
-#endif
-
 #include "internal.h"
+#include "page_compare.h"
 
 const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 
@@ -59,90 +56,6 @@ const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 #define RB_RED(x) (node_at(m, x)->red)
 #define RB_SET_COLOR(x, c) (node_at(m, x)->red = (uint8_t)(c))
 #include "rbtree_impl.h"
-
-#define CMP_PREFIX(a, b) ((a) < (b) ? -1 : 1)
-
-/*
- * Longest common prefixes on the way down a tree.  In a consistent binary
- * search tree every node below the last node the walk went right from (lo)
- * and the last it went left from (hi) lies between them in memcmp order,
- * so it shares with the searched page at least min(lcp(page, lo),
- * lcp(page, hi)) leading bytes: the comparison can start there.  Pages
- * that differ only near their end (the kernel compares them whole at every
- * level) then cost one full comparison per search, not one per level.  The
- * stable tree is always consistent (KSM pages never change); the unstable
- * tree is until a page in it is written, which turns the shortcut off for
- * the rest of the pass (m->unstable_dirty).
- */
-struct lcp_walk {
-    uint32_t lo, hi; /* lcp with the last node gone right from, left from */
-};
-
-static inline uint32_t lcp_from(const struct lcp_walk *w)
-{
-    return w->lo < w->hi ? w->lo : w->hi;
-}
-
-/*
- * A walk that compared its page with a node (ret: memcmp's sign, not 0;
- * lcp: their common prefix) goes down: returns the child to take (0 left,
- * 1 right) and keeps the bound.
- */
-static inline int lcp_descend(struct lcp_walk *w, int ret, uint32_t lcp)
-{
-    assert(ret);
-    if (ret < 0) {
-        w->hi = lcp;
-        return 0;
-    }
-    w->lo = lcp;
-    return 1;
-}
-
-static inline uint32_t lcp_of_prefixes(uint64_t a, uint64_t b, uint32_t bytes)
-{
-    return (uint32_t)(__builtin_clzll(a ^ b) >> 3) - (8 - bytes);
-}
-
-/* memcmp's sign for two pages whose first `from` bytes are equal; *lcp
- * gets the offset of their first difference (PAGE_SIZE if none). */
-static int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
-                        uint32_t *lcp)
-{
-    const uint8_t *pa = frame_mem(m, a), *pb = frame_mem(m, b);
-    uint32_t off = from & ~63u;
-    m->st.memcmps++;
-#if defined(__x86_64__) || defined(__i386__)
-    for (; off < PAGE_SIZE; off += 64) {
-        __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off)));
-        __m128i e1 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 16)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 16)));
-        __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 32)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 32)));
-        __m128i e3 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 48)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 48)));
-        uint64_t eq = (uint64_t)(uint32_t)_mm_movemask_epi8(e0) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e1) << 16) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e2) << 32) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e3) << 48);
-        if (eq != ~0ull) {
-            uint32_t i = off + (uint32_t)__builtin_ctzll(~eq);
-            *lcp = i;
-            return pa[i] < pb[i] ? -1 : 1;
-        }
-    }
-#else
-    for (; off < PAGE_SIZE; off++) {
-        if (pa[off] != pb[off]) {
-            *lcp = off;
-            return pa[off] < pb[off] ? -1 : 1;
-        }
-    }
-#endif
-    *lcp = PAGE_SIZE;
-    return 0;
-}
 
 /* --- rmap_items --- */
 
@@ -208,12 +121,7 @@ static void remove_rmap_item_from_tree(ke_machine *m, rmap_id item)
     if (it->flags & RI_STABLE) {
         snode_id node = it->node;
         struct stable_node *sn = node_at(m, node);
-        if (it->prev.idx)
-            item_at(m, it->prev)->next = it->next;
-        else
-            sn->hlist = it->next;
-        if (it->next.idx)
-            item_at(m, it->next)->prev = it->prev;
+        HLIST_DEL(m, item_at, &sn->hlist, item);
         if (sn->hlist.idx)
             m->st.pages_sharing--;
         else
@@ -250,11 +158,7 @@ static void stable_tree_append(ke_machine *m, rmap_id item, snode_id node)
     assert(sn->kind == SN_PLAIN || sn->kind == SN_DUP);
     rmap_hlist_len_add(m, sn, +1);
     it->node = node;
-    it->next = sn->hlist;
-    it->prev = NO_RMAP;
-    if (sn->hlist.idx)
-        item_at(m, sn->hlist)->prev = item;
-    sn->hlist = item;
+    HLIST_ADD_HEAD(m, item_at, &sn->hlist, item);
     it->flags |= RI_STABLE;
     if (it->next.idx)
         m->st.pages_sharing++;
@@ -299,34 +203,13 @@ static snode_id stable_node_alloc(ke_machine *m, uint8_t kind)
     return node;
 }
 
-/* A chain's list of dups: takes d out / puts dup at its head (links only). */
-static void dup_unlink(ke_machine *m, struct stable_node *c, struct stable_node *d)
-{
-    if (d->prev.idx)
-        node_at(m, d->prev)->next = d->next;
-    else
-        c->dups = d->next;
-    if (d->next.idx)
-        node_at(m, d->next)->prev = d->prev;
-}
-
-static void dup_push(ke_machine *m, struct stable_node *c, snode_id dup)
-{
-    struct stable_node *d = node_at(m, dup);
-    d->prev = NO_SNODE;
-    d->next = c->dups;
-    if (c->dups.idx)
-        node_at(m, c->dups)->prev = dup;
-    c->dups = dup;
-}
-
 /* Unlinks a dup from its chain (mm/ksm.c __stable_node_dup_del). */
 static void stable_node_dup_del(ke_machine *m, snode_id dup)
 {
     struct stable_node *d = node_at(m, dup);
     struct stable_node *chain = node_at(m, d->chain);
     chain->nr_candidates -= is_page_sharing_candidate_n(m, d, 0);
-    dup_unlink(m, chain, d);
+    HLIST_DEL(m, node_at, &chain->dups, dup);
     d->next = d->prev = d->chain = NO_SNODE;
     m->st.stable_node_dups--;
 }
@@ -339,7 +222,7 @@ static void stable_node_chain_add_dup(ke_machine *m, snode_id dup,
     d->kind = SN_DUP;
     d->chain = chain;
     c->nr_candidates += is_page_sharing_candidate_n(m, d, 0);
-    dup_push(m, c, dup);
+    HLIST_ADD_HEAD(m, node_at, &c->dups, dup);
     m->st.stable_node_dups++;
 }
 
@@ -422,8 +305,8 @@ static snode_id stable_node_dup(ke_machine *m, snode_id *nodep, bool prune)
         *nodep = found;
     } else if (!same_snode(c->dups, found) && is_page_sharing_candidate_n(m, f, 1)) {
         /* move it to the head so the next search finds it first */
-        dup_unlink(m, c, f);
-        dup_push(m, c, found);
+        HLIST_DEL(m, node_at, &c->dups, found);
+        HLIST_ADD_HEAD(m, node_at, &c->dups, found);
     }
     return found;
 }

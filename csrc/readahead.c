@@ -41,6 +41,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "page_compare.h"
 
 /* --- prehash --- */
 
