@@ -14,7 +14,7 @@
  * has looked into: item i of a chunk tracks pte i of its leaf.  An item's
  * index is (chunk << 9) | i, so the item of a pte is found in O(1) from the
  * leaf (leaf->rchunk), and the pte of an item, its mm and its vpn from the
- * chunk table (m->rchunks), without either record storing them.  Chunks
+ * chunk table (m->items.chunks), without either record storing them.  Chunks
  * are allocated with the leaf's first item and freed with its last; chunk
  * 0 is never used, so index 0 means "none".  Walking a leaf walks an mm's
  * rmap_items in address order for free.  A chunk is 12 KiB however few of
@@ -197,7 +197,7 @@ static inline bool leaf_walk_next(const struct mm_struct *mm, struct leaf_walk *
 
 /* --- rmap_items (24 bytes; their mm and vpn come from the chunk) --- */
 #define RI_UNSTABLE 0x01 /* counted in pages_unshared; in the tree iff seqnr is current */
-#define RI_STABLE 0x02   /* hangs on stable node link[0] */
+#define RI_STABLE 0x02   /* hangs on the stable node `node` */
 #define RI_CLEAN 0x04    /* oldchecksum is the checksum of the page as it is now */
 #define RI_RED 0x08      /* colour in the unstable tree */
 #define RI_INUSE 0x10    /* allocated: the pte of this slot has an rmap_item */

@@ -33,14 +33,21 @@
  * kernel's races (a page changing between checksum and merge, stale nodes
  * found under lock) cannot happen; what can fail is getting a frame (break
  * COW when the arena is full) and, by fault injection, stable_tree_insert.
+ *
+ * Beside this file: page_compare.h (how the walks compare pages),
+ * readahead.c (prehash and prewalk, the work done ahead of the scan loop:
+ * read only, so no result can change), rbtree_impl.h (the two trees'
+ * balancing), mm.c (the hooks' callers).
  */
 #include "internal.h"
 #include "page_compare.h"
 
+/* The page KSM zero pages read as (use_zero_pages), for comparisons. */
 const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 
 /* --- the two trees --- */
 
+/* The unstable tree: rmap_items by their pages' content, red: RI_RED. */
 #define RB_FN(name) unstable_rb_##name
 #define RB_T rmap_id
 #define RB_LINK(x, k) (item_at(m, x)->rb[k])
@@ -50,6 +57,7 @@ const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
                                       ((red) ? RI_RED : 0)))
 #include "rbtree_impl.h"
 
+/* The stable tree: plain stable nodes and chain heads by content. */
 #define RB_FN(name) stable_rb_##name
 #define RB_T snode_id
 #define RB_LINK(x, k) (node_at(m, x)->rb[k])
