@@ -47,6 +47,14 @@
 
 #include "ksm_engine.h"
 
+/*
+ * What is declared from here on is internal to the core's shared object:
+ * hidden from the dynamic symbol table, so calls between the files go
+ * straight to the function, not through the PLT.  (The ABI, ksm_engine.h,
+ * is above this line and stays visible.)
+ */
+#pragma GCC visibility push(hidden)
+
 #define PAGE_SIZE KE_PAGE_SIZE
 #define PAGE_SHIFT KE_PAGE_SHIFT
 
@@ -493,5 +501,7 @@ bool prehash_fill(ke_machine *m, const struct mm_struct *mm,
 int64_t prehash_take(ke_machine *m, uint32_t vpn);
 uint32_t prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
                  uint32_t to);
+
+#pragma GCC visibility pop
 
 #endif /* KSM_ENGINE_INTERNAL_H */

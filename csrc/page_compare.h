@@ -8,18 +8,17 @@
  * integer.  A walk compares them before touching the pages: when they
  * differ, their order is memcmp's order, and the walk avoids two cache
  * misses (the page table lookup and the page itself).  Only equal
- * prefixes fall back to comparing the pages (page_cmp_lcp).
+ * prefixes fall back to comparing the pages (page_cmp_lcp, in
+ * page_compare.c).
  *
  * Longest common prefixes (lcp): see struct lcp_walk.
  */
 #ifndef KSM_ENGINE_PAGE_COMPARE_H
 #define KSM_ENGINE_PAGE_COMPARE_H
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <emmintrin.h>
-#endif
-
 #include "internal.h"
+
+#pragma GCC visibility push(hidden) /* (internal: see internal.h) */
 
 /* The prefix of a page (see top): its first 8 bytes, or 4, big endian. */
 static inline uint64_t page_prefix64(const uint8_t *page)
@@ -85,44 +84,13 @@ static inline uint32_t lcp_of_prefixes(uint64_t a, uint64_t b, uint32_t bytes)
 /*
  * mm/ksm.c memcmp_pages(): memcmp's sign for frames a and b, whose first
  * `from` bytes the walk knows equal; *lcp gets the offset of their first
- * difference (PAGE_SIZE if none).  Counted in memcmps.
+ * difference (PAGE_SIZE if none).  Counted in memcmps.  (page_compare.c:
+ * out of line, as one copy of the loop serves every walk faster than a
+ * copy inlined in each.)
  */
-static inline int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b,
-                               uint32_t from, uint32_t *lcp)
-{
-    const uint8_t *pa = frame_mem(m, a), *pb = frame_mem(m, b);
-    uint32_t off = from & ~63u;
-    m->st.memcmps++;
-#if defined(__x86_64__) || defined(__i386__)
-    for (; off < PAGE_SIZE; off += 64) {
-        __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off)));
-        __m128i e1 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 16)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 16)));
-        __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 32)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 32)));
-        __m128i e3 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 48)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 48)));
-        uint64_t eq = (uint64_t)(uint32_t)_mm_movemask_epi8(e0) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e1) << 16) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e2) << 32) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e3) << 48);
-        if (eq != ~0ull) {
-            uint32_t i = off + (uint32_t)__builtin_ctzll(~eq);
-            *lcp = i;
-            return pa[i] < pb[i] ? -1 : 1;
-        }
-    }
-#else
-    for (; off < PAGE_SIZE; off++) {
-        if (pa[off] != pb[off]) {
-            *lcp = off;
-            return pa[off] < pb[off] ? -1 : 1;
-        }
-    }
-#endif
-    *lcp = PAGE_SIZE;
-    return 0;
-}
+int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
+                 uint32_t *lcp);
+
+#pragma GCC visibility pop
 
 #endif /* KSM_ENGINE_PAGE_COMPARE_H */

@@ -15,7 +15,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["arena.c", "mm.c", "checksum.c", "ksm.c", "readahead.c", "ksm_check.c", "introspect.c"]
+SOURCES = ["arena.c", "mm.c", "checksum.c", "ksm.c", "page_compare.c", "readahead.c", "ksm_check.c", "introspect.c"]
 
 
 def _cdef():
