@@ -60,7 +60,7 @@ static void *reserve_huge(uint64_t bytes, uint64_t nr_frames)
 }
 
 int pool_init(struct pool *p, uint32_t size, uint32_t capacity,
-                 uint64_t nr_frames)
+              uint64_t nr_frames)
 {
     memset(p, 0, sizeof(*p));
     p->base = reserve_huge((uint64_t)size * capacity, nr_frames);

@@ -273,7 +273,7 @@ struct __attribute__((packed, aligned(4))) stable_node {
     uint8_t red;           /* plain/chain: colour in the stable tree */
     uint8_t kind;          /* SN_*, 0 while free */
     uint8_t zero;          /* the content is known to be all zero */
-    uint8_t pad;
+    uint8_t pad;           /* (unused) */
     union {
         uint32_t kpfn;             /* plain/dup: the KSM frame */
         uint32_t chain_prune_time; /* chain: last prune of stale dups (ms, wraps) */
@@ -307,38 +307,41 @@ struct fault_point {
 
 struct ke_machine {
     uint8_t *arena;           /* nr_frames * PAGE_SIZE bytes */
-    uint64_t arena_bytes;
-    struct frame *frames;  /* nr_frames records */
-    uint32_t nr_frames;
+    uint64_t arena_bytes;     /* its size */
+    struct frame *frames;     /* nr_frames records */
+    uint32_t nr_frames;       /* frames in the arena */
     uint32_t free_head;       /* first free frame, PFN_NONE: none free */
     uint32_t fresh;           /* frames >= fresh never used: free, zero, not listed */
-    uint64_t free_frames, used_frames, balloon_frames, ksm_frames;
+    uint64_t free_frames, used_frames, balloon_frames; /* frames in each state */
+    uint64_t ksm_frames;      /* of used_frames, the KSM pages */
     uint64_t released_frames; /* frames handed back to the OS so far */
     uint32_t *pending;        /* freed frames not yet released to the OS */
-    uint32_t nr_pending;
+    uint32_t nr_pending;      /* frames in pending */
     struct iovec release_iov[RELEASE_BATCH]; /* runs batched for release */
     uint32_t release_nr;      /* runs in release_iov */
     int release_pidfd;        /* pidfd of ourselves for process_madvise; -1 none, -2 untried */
     int release_pid;          /* the process release_pidfd names */
-    struct frame_run { uint32_t first, n; } populated[POPULATE_RUNS];
-    uint32_t nr_populated;    /* runs frames_populate() faulted in this call */
+    struct frame_run {
+        uint32_t first, n;    /* frames [first, first + n) */
+    } populated[POPULATE_RUNS]; /* runs frames_populate() faulted in this call */
+    uint32_t nr_populated;    /* runs in populated */
 
-    struct mm_struct *mms;        /* KE_MAX_MMS slots, reserved */
+    struct mm_struct *mms;    /* KE_MAX_MMS slots, reserved */
     uint32_t mm_top;          /* slots ever used */
     uint32_t mm_free_head;    /* first free mm slot, 0 none */
 
-    struct item_store items; /* rmap_items, in chunks (see top) */
-    struct pool nodes;     /* struct stable_node */
+    struct item_store items;  /* rmap_items, in chunks (see top) */
+    struct pool nodes;        /* struct stable_node */
     snode_id stable_root;     /* stable tree root node, NO_SNODE: empty */
     rmap_id unstable_root;    /* unstable tree root item, NO_RMAP: empty */
     bool unstable_dirty;      /* a page in the unstable tree was written this pass */
     uint32_t seqnr;           /* current pass number (low 8 bits used) */
     uint32_t zero_checksum;   /* checksum of a zero-filled page */
     uint64_t now_ms;          /* clock of the current scan call */
-    struct ke_ksm_config cfg;
-    struct ke_ksm_stats st;
+    struct ke_ksm_config cfg; /* the knobs (ke_ksm_configure) */
+    struct ke_ksm_stats st;   /* the counters (ke_ksm_get_stats) */
 
-    struct fault_point faults[KE_FAULT_NR];
+    struct fault_point faults[KE_FAULT_NR]; /* injected failures, per point */
     struct prehash *prehash;  /* readahead.c: checksums computed ahead */
 };
 

@@ -343,7 +343,7 @@ static void pte_make_private(ke_machine *m, struct mm_struct *mm,
 
 /* Breaks sharing of one KSM (or KSM zero page) pte; -ENOMEM if no frame. */
 int break_cow_pte(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
-                     uint32_t i)
+                  uint32_t i)
 {
     if (m->free_head == PFN_NONE || fault_fires(m, KE_FAULT_FRAME_ALLOC))
         return -ENOMEM;
