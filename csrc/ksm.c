@@ -67,6 +67,10 @@ const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 
 /* --- rmap_items --- */
 
+/*
+ * mm/ksm.c alloc_rmap_item(): makes the rmap_item of pte vpn of leaf (in
+ * mm), counted; NO_RMAP when the store is full.
+ */
 static rmap_id rmap_item_alloc(ke_machine *m, struct mm_struct *mm,
                                struct pt_leaf *leaf, uint32_t vpn)
 {
@@ -78,6 +82,7 @@ static rmap_id rmap_item_alloc(ke_machine *m, struct mm_struct *mm,
     return item;
 }
 
+/* mm/ksm.c free_rmap_item(): the item must be in no tree. */
 static void rmap_item_free(ke_machine *m, rmap_id item)
 {
     assert(!(item_at(m, item)->flags & (RI_STABLE | RI_UNSTABLE)));
@@ -86,6 +91,10 @@ static void rmap_item_free(ke_machine *m, rmap_id item)
     item_store_free(m, item);
 }
 
+/*
+ * mm/ksm.c __is_page_sharing_candidate(): does stable node n hold a page
+ * that can take offset + 1 more mappings?  (The 2009 KSM had no limit.)
+ */
 static inline bool is_page_sharing_candidate_n(const ke_machine *m,
                                                const struct stable_node *n,
                                                uint32_t offset)
@@ -203,6 +212,7 @@ void ksm_item_unmap(ke_machine *m, rmap_id item)
 
 /* --- stable nodes and chains --- */
 
+/* mm/ksm.c alloc_stable_node(): a zeroed node; NO_SNODE if the pool is full. */
 static snode_id stable_node_alloc(ke_machine *m, uint8_t kind)
 {
     snode_id node = {pool_alloc(&m->nodes)};
@@ -234,6 +244,7 @@ static void stable_node_chain_add_dup(ke_machine *m, snode_id dup,
     m->st.stable_node_dups++;
 }
 
+/* mm/ksm.c free_stable_node_chain(): a chain left without dups goes. */
 static void free_stable_node_chain(ke_machine *m, snode_id chain)
 {
     assert(!node_at(m, chain)->dups.idx);
@@ -522,6 +533,7 @@ static rmap_id unstable_tree_search_insert(ke_machine *m, rmap_id item,
 
 /* --- merging --- */
 
+/* A used frame becomes a KSM page (its stable node is set later). */
 static void frame_make_ksm(ke_machine *m, uint32_t pfn)
 {
     assert(!(m->frames[pfn].count & FR_KSM));
@@ -766,6 +778,7 @@ static void cmp_and_merge_page_2009(ke_machine *m, rmap_id item, uint32_t pfn,
         merge_via_unstable_tree(m, item, pfn);
 }
 
+/* mm/ksm.c skip_age(): the passes smart_scan skips a page of this age. */
 static uint32_t skip_age(uint8_t age)
 {
     if (age <= 3)
