@@ -59,8 +59,8 @@ static void *reserve_huge(uint64_t bytes, uint64_t nr_frames)
     return p;
 }
 
-int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity,
-                 uint64_t nr_frames)
+int pool_init(struct pool *p, uint32_t size, uint32_t capacity,
+              uint64_t nr_frames)
 {
     memset(p, 0, sizeof(*p));
     p->base = reserve_huge((uint64_t)size * capacity, nr_frames);
@@ -72,7 +72,7 @@ int ke_pool_init(struct ke_pool *p, uint32_t size, uint32_t capacity,
     return 0;
 }
 
-void ke_pool_destroy(struct ke_pool *p)
+void pool_destroy(struct pool *p)
 {
     if (p->base)
         munmap(p->base, (uint64_t)p->size * p->capacity);
@@ -80,7 +80,7 @@ void ke_pool_destroy(struct ke_pool *p)
 }
 
 /* Returns a zeroed entry's index, or 0 when the pool is exhausted. */
-uint32_t ke_pool_alloc(struct ke_pool *p)
+uint32_t pool_alloc(struct pool *p)
 {
     uint32_t idx = p->free_head;
     if (idx) {
@@ -95,7 +95,7 @@ uint32_t ke_pool_alloc(struct ke_pool *p)
     return idx;
 }
 
-void ke_pool_free(struct ke_pool *p, uint32_t idx)
+void pool_free(struct pool *p, uint32_t idx)
 {
     assert(idx && idx < p->top && p->in_use);
     memset(pool_at(p, idx), 0, p->size);
@@ -106,10 +106,10 @@ void ke_pool_free(struct ke_pool *p, uint32_t idx)
 
 /* --- the rmap_item store (internal.h) --- */
 
-#define ITEM_STORE_BYTES ((uint64_t)RC_CAPACITY * RC_ITEMS * sizeof(struct ke_rmap_item))
-#define CHUNK_TABLE_BYTES ((uint64_t)RC_CAPACITY * sizeof(struct ke_rmap_chunk))
+#define ITEM_STORE_BYTES ((uint64_t)RC_CAPACITY * RC_ITEMS * sizeof(struct rmap_item))
+#define CHUNK_TABLE_BYTES ((uint64_t)RC_CAPACITY * sizeof(struct rmap_chunk))
 
-static int item_store_init(struct ke_item_store *s, uint64_t nr_frames)
+static int item_store_init(struct item_store *s, uint64_t nr_frames)
 {
     memset(s, 0, sizeof(*s));
     s->base = reserve_huge(ITEM_STORE_BYTES, nr_frames);
@@ -120,7 +120,7 @@ static int item_store_init(struct ke_item_store *s, uint64_t nr_frames)
     return 0;
 }
 
-static void item_store_destroy(struct ke_item_store *s)
+static void item_store_destroy(struct item_store *s)
 {
     if (s->base)
         munmap(s->base, ITEM_STORE_BYTES);
@@ -135,55 +135,55 @@ static void item_store_destroy(struct ke_item_store *s)
  * has none: a zeroed item flagged RI_INUSE.  Gives the leaf a chunk first
  * if it has none.  Returns the item's index, 0 when the store is full.
  */
-uint32_t ke_item_alloc(ke_machine *m, uint32_t mm, struct pt_leaf *leaf,
-                       uint32_t vpn)
+rmap_id item_store_alloc(ke_machine *m, struct mm_struct *mm,
+                         struct pt_leaf *leaf, uint32_t vpn)
 {
-    struct ke_item_store *s = &m->items;
-    struct ke_rmap_chunk *c;
-    uint32_t idx;
+    struct item_store *s = &m->items;
+    struct rmap_chunk *c;
+    rmap_id item;
 
-    assert(mm < KE_MAX_MMS);
+    assert(mm >= m->mms && mm - m->mms < KE_MAX_MMS);
     if (!leaf->rchunk) {
         uint32_t id = s->free_head;
         if (id) {
             s->free_head = s->chunks[id].vpn_base;
         } else {
             if (s->top >= RC_CAPACITY)
-                return 0;
+                return NO_RMAP;
             id = s->top++;
         }
         c = &s->chunks[id];
         c->leaf = leaf;
         c->vpn_base = vpn & ~(RC_ITEMS - 1);
-        c->mm = (uint16_t)mm;
+        c->mm = (uint16_t)(mm - m->mms);
         c->nr_items = 0;
         leaf->rchunk = id;
         s->chunks_in_use++;
     }
     c = &s->chunks[leaf->rchunk];
     assert(c->leaf == leaf && c->vpn_base == (vpn & ~(RC_ITEMS - 1)));
-    idx = (leaf->rchunk << RC_SHIFT) | (vpn & (RC_ITEMS - 1));
-    assert(!item_at(m, idx)->flags);
-    item_at(m, idx)->flags = RI_INUSE;
+    item.idx = (leaf->rchunk << RC_SHIFT) | (vpn & (RC_ITEMS - 1));
+    assert(!item_at(m, item)->flags);
+    item_at(m, item)->flags = RI_INUSE;
     c->nr_items++;
     s->in_use++;
-    return idx;
+    return item;
 }
 
 /* Frees an rmap_item (zeroed again), and its chunk with its last item. */
-void ke_item_free(ke_machine *m, uint32_t idx)
+void item_store_free(ke_machine *m, rmap_id item)
 {
-    struct ke_item_store *s = &m->items;
-    struct ke_rmap_chunk *c = item_chunk(m, idx);
-    assert(idx >> RC_SHIFT && idx >> RC_SHIFT < s->top && c->leaf);
-    assert(item_at(m, idx)->flags & RI_INUSE && c->nr_items && s->in_use);
-    memset(item_at(m, idx), 0, sizeof(struct ke_rmap_item));
+    struct item_store *s = &m->items;
+    struct rmap_chunk *c = item_chunk(m, item);
+    assert(item.idx >> RC_SHIFT && item.idx >> RC_SHIFT < s->top && c->leaf);
+    assert(item_at(m, item)->flags & RI_INUSE && c->nr_items && s->in_use);
+    memset(item_at(m, item), 0, sizeof(struct rmap_item));
     s->in_use--;
     if (--c->nr_items == 0) {
         c->leaf->rchunk = 0;
         c->leaf = NULL;
         c->vpn_base = s->free_head;
-        s->free_head = idx >> RC_SHIFT;
+        s->free_head = item.idx >> RC_SHIFT;
         s->chunks_in_use--;
     }
 }
@@ -205,21 +205,21 @@ int ke_machine_new(uint64_t nr_frames, ke_machine **out)
     m->nr_frames = (uint32_t)nr_frames;
     m->arena_bytes = nr_frames * PAGE_SIZE;
     m->arena = reserve(m->arena_bytes);
-    m->frames = reserve_huge(nr_frames * sizeof(struct ke_frame), nr_frames);
+    m->frames = reserve_huge(nr_frames * sizeof(struct frame), nr_frames);
     m->pending = malloc(PENDING_MAX * sizeof(uint32_t));
-    m->mms = reserve((uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
+    m->mms = reserve((uint64_t)KE_MAX_MMS * sizeof(struct mm_struct));
     if (!m->arena || !m->frames || !m->pending || !m->mms)
         goto fail;
     m->mm_top = 1;
     /* Items: one per tracked virtual page; nodes: at most two per frame. */
     if (item_store_init(&m->items, nr_frames))
         goto fail;
-    if (ke_pool_init(&m->nodes, sizeof(struct ke_stable_node),
+    if (pool_init(&m->nodes, sizeof(struct stable_node),
                      (uint32_t)(2 * nr_frames + 16), nr_frames))
         goto fail;
     /*
      * The free list starts as frame 0 alone; the frames after it join one
-     * at a time, in address order, as the list runs empty (ke_frame_alloc).
+     * at a time, in address order, as the list runs empty (frame_alloc).
      * So a machine costs no memory per frame before its frames are used
      * (a 15 TiB machine would otherwise touch 30 GiB of records here).
      */
@@ -231,10 +231,7 @@ int ke_machine_new(uint64_t nr_frames, ke_machine **out)
     m->cfg.max_page_sharing = 256;
     m->cfg.smart_scan = 1;
     m->cfg.prune_millisecs = 2000;
-    {
-        static const uint8_t zero[PAGE_SIZE];
-        m->zero_checksum = ke_page_checksum(zero, 0);
-    }
+    m->zero_checksum = page_checksum(zero_page, 0);
     *out = m;
     return 0;
 fail:
@@ -251,15 +248,15 @@ void ke_machine_free(ke_machine *m)
         for (i = 1; i < m->mm_top; i++)
             if (m->mms[i].top)
                 ke_mm_destroy(m, i);
-        munmap(m->mms, (uint64_t)KE_MAX_MMS * sizeof(struct ke_mm));
+        munmap(m->mms, (uint64_t)KE_MAX_MMS * sizeof(struct mm_struct));
     }
-    ksm_machine_free(m);
+    prehash_free(m);
     item_store_destroy(&m->items);
-    ke_pool_destroy(&m->nodes);
+    pool_destroy(&m->nodes);
     if (m->arena)
         munmap(m->arena, m->arena_bytes);
     if (m->frames)
-        munmap(m->frames, (uint64_t)m->nr_frames * sizeof(struct ke_frame));
+        munmap(m->frames, (uint64_t)m->nr_frames * sizeof(struct frame));
     free(m->pending);
     if (m->release_pidfd >= 0)
         close(m->release_pidfd);
@@ -283,9 +280,9 @@ int ke_machine_counts(const ke_machine *m, struct ke_mem_counts *out)
  * Fault injection: the next `after` passes through `point` succeed, then
  * `count` fail.  Returns true when this pass must fail.
  */
-bool ke_fault_fires(ke_machine *m, int point)
+bool fault_fires(ke_machine *m, int point)
 {
-    struct ke_fault *f = &m->faults[point];
+    struct fault_point *f = &m->faults[point];
     if (!f->count)
         return false;
     if (f->after) {
@@ -310,10 +307,10 @@ int ke_fault_inject(ke_machine *m, int point, uint64_t after, uint64_t count)
  * the caller maps it).  need_zero: the caller will not overwrite the whole
  * page, so its memory must read zero.  Returns PFN_NONE when none is free.
  */
-uint32_t ke_frame_alloc(ke_machine *m, bool need_zero)
+uint32_t frame_alloc(ke_machine *m, bool need_zero)
 {
     uint32_t pfn = m->free_head;
-    struct ke_frame *f;
+    struct frame *f;
 
     if (pfn == PFN_NONE)
         return PFN_NONE;
@@ -338,7 +335,7 @@ uint32_t ke_frame_alloc(ke_machine *m, bool need_zero)
 
 /*
  * Faults in, in few system calls, the memory of the next `need` frames
- * ke_frame_alloc() will hand out, ahead of a write that is about to take
+ * frame_alloc() will hand out, ahead of a write that is about to take
  * them all: the kernel then fills whole runs of pages in one call instead
  * of taking a page fault on each (half the cost per page here).  Only
  * frames whose memory the OS does not hold are asked for (released ones
@@ -346,7 +343,7 @@ uint32_t ke_frame_alloc(ke_machine *m, bool need_zero)
  * hint: on a kernel without MADV_POPULATE_WRITE (before 5.14) or on error
  * the write faults the pages in as before.  The guess of which frames the
  * write takes can be wrong (a write that breaks COW frees frames as it
- * goes, and those are taken first): ke_frames_populate_end(), called once
+ * goes, and those are taken first): frames_populate_end(), called once
  * the write is done, gives back what was faulted in and is still free.
  */
 #ifndef MADV_POPULATE_WRITE
@@ -356,7 +353,7 @@ uint32_t ke_frame_alloc(ke_machine *m, bool need_zero)
 
 static void populate_run(ke_machine *m, uint32_t first, uint32_t n)
 {
-    if (n < POPULATE_MIN_RUN || m->nr_populated == KE_POPULATE_RUNS)
+    if (n < POPULATE_MIN_RUN || m->nr_populated == POPULATE_RUNS)
         return;
     m->populated[m->nr_populated].first = first;
     m->populated[m->nr_populated].n = n;
@@ -364,7 +361,7 @@ static void populate_run(ke_machine *m, uint32_t first, uint32_t n)
     (void)madvise(frame_mem(m, first), (size_t)n * PAGE_SIZE, MADV_POPULATE_WRITE);
 }
 
-void ke_frames_populate(ke_machine *m, uint64_t need)
+void frames_populate(ke_machine *m, uint64_t need)
 {
     uint64_t listed = m->free_frames - (m->nr_frames - m->fresh);
     uint32_t pfn = m->free_head, run_first = 0, run_n = 0, run_last = 0;
@@ -374,7 +371,7 @@ void ke_frames_populate(ke_machine *m, uint64_t need)
         need = m->free_frames;
     /* the listed frames first, in list order: coalesce neighbours */
     for (k = 0; k < need && k < listed && pfn != PFN_NONE; k++) {
-        const struct ke_frame *f = &m->frames[pfn];
+        const struct frame *f = &m->frames[pfn];
         bool released = (f->count & FR_ZEROED) && pfn < m->fresh;
         if (released && run_n && (pfn == run_last + 1 || pfn + 1 == run_last)) {
             run_n++;
@@ -400,7 +397,7 @@ void ke_frames_populate(ke_machine *m, uint64_t need)
 
 static void frame_free(ke_machine *m, uint32_t pfn)
 {
-    struct ke_frame *f = &m->frames[pfn];
+    struct frame *f = &m->frames[pfn];
     if (m->nr_pending == PENDING_MAX)
         ke_release_flush(m);
     f->count = FR_PENDING;
@@ -414,16 +411,16 @@ static void frame_free(ke_machine *m, uint32_t pfn)
  * Drops one mapping of a used frame; frees it when none is left.  A KSM
  * frame's stable node goes with it (ksm.c asserts it has no rmap_items).
  */
-void ke_frame_put(ke_machine *m, uint32_t pfn)
+void frame_put(ke_machine *m, uint32_t pfn)
 {
-    struct ke_frame *f = &m->frames[pfn];
+    struct frame *f = &m->frames[pfn];
     assert(f->count & FR_USED);
     assert(f->count & FR_MAPCOUNT_MASK);
     f->count--;
     if (f->count & FR_MAPCOUNT_MASK)
         return;
     if (f->count & FR_KSM) {
-        ksm_stable_node_free_frame(m, f->aux);
+        ksm_stable_node_free_frame(m, frame_node(m, pfn));
         m->ksm_frames--;
     }
     m->used_frames--;
@@ -491,7 +488,7 @@ static void release_run(ke_machine *m, uint32_t start, uint32_t end)
     }
     m->release_iov[m->release_nr].iov_base = frame_mem(m, start);
     m->release_iov[m->release_nr].iov_len = (size_t)(end - start) * PAGE_SIZE;
-    if (++m->release_nr == KE_RELEASE_BATCH)
+    if (++m->release_nr == RELEASE_BATCH)
         release_send(m);
 }
 
@@ -532,9 +529,9 @@ int ke_balloon_frame_alloc(ke_machine *m, uint32_t *pfn_out)
     uint32_t pfn;
     if (!m || !pfn_out)
         return -EINVAL;
-    if (ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+    if (fault_fires(m, KE_FAULT_FRAME_ALLOC))
         return -ENOMEM;
-    pfn = ke_frame_alloc(m, false);
+    pfn = frame_alloc(m, false);
     if (pfn == PFN_NONE)
         return -ENOMEM;
     m->frames[pfn].count = FR_BALLOON | 1;
@@ -553,21 +550,21 @@ int ke_balloon_frame_free(ke_machine *m, uint32_t pfn)
     m->balloon_frames--;
     m->used_frames++;
     m->frames[pfn].count = FR_USED | 1;
-    ke_frame_put(m, pfn);
+    frame_put(m, pfn);
     return 0;
 }
 
 /*
- * After a write that ke_frames_populate() prepared: the frames it faulted
+ * After a write that frames_populate() prepared: the frames it faulted
  * in that are still free go back to the OS like any freed frame, so the
  * process's resident memory follows the machine's accounting again.
  */
-void ke_frames_populate_end(ke_machine *m)
+void frames_populate_end(ke_machine *m)
 {
     for (uint32_t r = 0; r < m->nr_populated; r++) {
         uint32_t pfn = m->populated[r].first, end = pfn + m->populated[r].n;
         for (; pfn < end; pfn++) {
-            struct ke_frame *f = &m->frames[pfn];
+            struct frame *f = &m->frames[pfn];
             if (pfn >= m->fresh) {
                 /* never used after all: release the rest of the run as is */
                 release_run(m, pfn, end);

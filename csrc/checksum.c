@@ -198,7 +198,7 @@ uint32_t ke_jhash2_2009(const uint32_t *k, uint32_t length, uint32_t initval)
     return c;
 }
 
-uint32_t ke_page_checksum(const void *page, int compat_2009)
+uint32_t page_checksum(const void *page, int compat_2009)
 {
     if (compat_2009) {
         uint32_t words[PAGE_SIZE / 4];
@@ -212,7 +212,7 @@ uint32_t ke_checksum_page(const void *page, int compat_2009)
 {
     if (!page)
         return 0;
-    return ke_page_checksum(page, compat_2009);
+    return page_checksum(page, compat_2009);
 }
 
 /*
@@ -229,6 +229,6 @@ int ke_checksum_pages(const void *buf, uint64_t n, int compat_2009, uint32_t *ou
     if (n && (!buf || !out))
         return -EINVAL;
     for (i = 0; i < n; i++)
-        out[i] = ke_page_checksum(p + i * PAGE_SIZE, compat_2009);
+        out[i] = page_checksum(p + i * PAGE_SIZE, compat_2009);
     return 0;
 }

@@ -10,8 +10,8 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
                      struct ke_rmap_info *out, uint32_t max, uint32_t *n_out,
                      uint64_t *next)
 {
-    const struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t v = start >> PAGE_SHIFT;
+    const struct mm_struct *mm = mm_get(m, id);
+    struct leaf_walk w;
     uint32_t n = 0;
 
     if (!mm)
@@ -19,34 +19,23 @@ int ke_mm_rmap_items(const ke_machine *m, uint32_t id, uint64_t start,
     if (!n_out || !next || (max && !out))
         return -EINVAL;
     *next = 0;
-    while (v <= KE_MAX_VPN) {
-        const struct pt_mid *mid = mm->top[v >> (PT_LEAF_BITS + PT_MID_BITS)];
-        const struct pt_leaf *leaf;
-        if (!mid) {
-            v = ((v >> (PT_LEAF_BITS + PT_MID_BITS)) + 1) << (PT_LEAF_BITS + PT_MID_BITS);
-            continue;
-        }
-        leaf = mid->leaf[(v >> PT_LEAF_BITS) & (PT_MID_SIZE - 1)];
-        if (!leaf) {
-            v = (v | (PT_LEAF_SIZE - 1)) + 1;
-            continue;
-        }
-        for (uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1)); i < PT_LEAF_SIZE; i++, v++) {
-            const struct ke_rmap_item *it;
+    FOR_EACH_LEAF(mm, &w, start >> PAGE_SHIFT, VPN_END) {
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            const struct rmap_item *it;
             struct ke_rmap_info *o;
-            uint32_t idx = leaf_item(m, leaf, i);
-            if (!idx)
+            rmap_id item = leaf_item(m, w.leaf, i);
+            if (!item.idx)
                 continue;
             if (n == max) {
-                *next = v << PAGE_SHIFT;
+                *next = (uint64_t)(w.base | i) << PAGE_SHIFT;
                 *n_out = n;
                 return 0;
             }
-            it = item_at(m, idx);
+            it = item_at(m, item);
             o = &out[n++];
-            o->address = (uint64_t)item_vpn(m, idx) << PAGE_SHIFT;
+            o->address = (uint64_t)item_vpn(m, item) << PAGE_SHIFT;
             o->oldchecksum = it->oldchecksum;
-            o->stable_node = (it->flags & RI_STABLE) ? it->link[0] : 0;
+            o->stable_node = (it->flags & RI_STABLE) ? it->node.idx : 0;
             o->state = (it->flags & RI_STABLE) ? 2 : (it->flags & RI_UNSTABLE) ? 1 : 0;
             o->age = it->age;
             o->remaining_skips = it->remaining_skips;
@@ -62,27 +51,28 @@ int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
                         struct ke_stable_info *out, uint32_t max,
                         uint32_t *n_out, uint32_t *next)
 {
-    uint32_t n = 0, i;
+    uint32_t n = 0;
+    snode_id i;
     if (!m || !n_out || !next || (max && !out))
         return -EINVAL;
     *next = 0;
-    for (i = start ? start : 1; i < m->nodes.top; i++) {
-        const struct ke_stable_node *sn = node_at(m, i);
+    for (i.idx = start ? start : 1; i.idx < m->nodes.top; i.idx++) {
+        const struct stable_node *sn = node_at(m, i);
         struct ke_stable_info *o;
         if (!sn->kind)
             continue;
         if (n == max) {
-            *next = i;
+            *next = i.idx;
             break;
         }
         o = &out[n++];
-        o->node = i;
+        o->node = i.idx;
         o->kind = sn->kind;
-        o->kpfn = sn->kind == SN_CHAIN ? 0xffffffffu : sn->kpfn;
-        o->chain = sn->kind == SN_DUP ? sn->chain : 0;
+        o->kpfn = sn->kind == SN_CHAIN ? PFN_NONE : sn->kpfn;
+        o->chain = sn->kind == SN_DUP ? sn->chain.idx : 0;
         if (sn->kind == SN_CHAIN) {
-            uint32_t d, count = 0;
-            for (d = sn->hlist; d; d = node_at(m, d)->next)
+            uint32_t count = 0;
+            for (snode_id d = sn->dups; d.idx; d = node_at(m, d)->next)
                 count++;
             o->rmap_hlist_len = count;
         } else {

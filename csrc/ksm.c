@@ -33,355 +33,223 @@
  * kernel's races (a page changing between checksum and merge, stale nodes
  * found under lock) cannot happen; what can fail is getting a frame (break
  * COW when the arena is full) and, by fault injection, stable_tree_insert.
+ *
+ * Beside this file: page_compare.h (how the walks compare pages),
+ * readahead.c (prehash and prewalk, the work done ahead of the scan loop:
+ * read only, so no result can change), rbtree_impl.h (the two trees'
+ * balancing), mm.c (the hooks' callers).
  */
-#include <pthread.h>
-#include <stdlib.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <emmintrin.h>
-#endif
-
 #include "internal.h"
+#include "page_compare.h"
 
-static const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
+/* The page KSM zero pages read as (use_zero_pages), for comparisons. */
+const uint8_t zero_page[PAGE_SIZE] __attribute__((aligned(64)));
 
 /* --- the two trees --- */
 
+/* The unstable tree: rmap_items by their pages' content, red: RI_RED. */
 #define RB_FN(name) unstable_rb_##name
-#define RB_L(i) (item_at(m, i)->link[0])
-#define RB_R(i) (item_at(m, i)->link[1])
-#define RB_P(i) (item_at(m, i)->link[2])
-#define RB_RED(i) (item_at(m, i)->flags & RI_RED)
-#define RB_SET_RED(i) (item_at(m, i)->flags |= RI_RED)
-#define RB_SET_BLACK(i) (item_at(m, i)->flags &= (uint8_t)~RI_RED)
-#define RB_COPY_COLOR(d, s)                                                   \
-    (item_at(m, d)->flags = (uint8_t)((item_at(m, d)->flags & ~RI_RED) |      \
-                                      (item_at(m, s)->flags & RI_RED)))
+#define RB_T rmap_id
+#define RB_LINK(x, k) (item_at(m, x)->rb[k])
+#define RB_RED(x) (item_at(m, x)->flags & RI_RED)
+#define RB_SET_COLOR(x, red)                                                  \
+    (item_at(m, x)->flags = (uint8_t)((item_at(m, x)->flags & ~RI_RED) |      \
+                                      ((red) ? RI_RED : 0)))
 #include "rbtree_impl.h"
-#undef RB_FN
-#undef RB_L
-#undef RB_R
-#undef RB_P
-#undef RB_RED
-#undef RB_SET_RED
-#undef RB_SET_BLACK
-#undef RB_COPY_COLOR
 
+/* The stable tree: plain stable nodes and chain heads by content. */
 #define RB_FN(name) stable_rb_##name
-#define RB_L(i) (node_at(m, i)->rb[0])
-#define RB_R(i) (node_at(m, i)->rb[1])
-#define RB_P(i) (node_at(m, i)->rb[2])
-#define RB_RED(i) (node_at(m, i)->red)
-#define RB_SET_RED(i) (node_at(m, i)->red = 1)
-#define RB_SET_BLACK(i) (node_at(m, i)->red = 0)
-#define RB_COPY_COLOR(d, s) (node_at(m, d)->red = node_at(m, s)->red)
+#define RB_T snode_id
+#define RB_LINK(x, k) (node_at(m, x)->rb[k])
+#define RB_RED(x) (node_at(m, x)->red)
+#define RB_SET_COLOR(x, c) (node_at(m, x)->red = (uint8_t)(c))
 #include "rbtree_impl.h"
-#undef RB_FN
-#undef RB_L
-#undef RB_R
-#undef RB_P
-#undef RB_RED
-#undef RB_SET_RED
-#undef RB_SET_BLACK
-#undef RB_COPY_COLOR
-
-/*
- * Content prefixes.  Tree walks compare the first bytes of two pages as
- * big-endian integers, kept in the tree's records, before touching the
- * pages: when they differ, their order is memcmp's order, and the walk
- * avoids two cache misses (the page table lookup and the page itself).
- * Only equal prefixes fall back to comparing the pages (page_cmp_lcp).
- */
-static inline uint64_t page_prefix64(const uint8_t *page)
-{
-    uint64_t v;
-    memcpy(&v, page, 8);
-    return __builtin_bswap64(v);
-}
-
-static inline uint32_t page_prefix32(const uint8_t *page)
-{
-    uint32_t v;
-    memcpy(&v, page, 4);
-    return __builtin_bswap32(v);
-}
-
-#define CMP_PREFIX(a, b) ((a) < (b) ? -1 : 1)
-
-/*
- * Longest common prefixes on the way down a tree.  In a consistent binary
- * search tree every node below the last node the walk went right from (lo)
- * and the last it went left from (hi) lies between them in memcmp order,
- * so it shares with the searched page at least min(lcp(page, lo),
- * lcp(page, hi)) leading bytes: the comparison can start there.  Pages
- * that differ only near their end (the kernel compares them whole at every
- * level) then cost one full comparison per search, not one per level.  The
- * stable tree is always consistent (KSM pages never change); the unstable
- * tree is until a page in it is written, which turns the shortcut off for
- * the rest of the pass (m->unstable_dirty).
- */
-static inline uint32_t lcp_of_prefixes(uint64_t a, uint64_t b, uint32_t bytes)
-{
-    return (uint32_t)(__builtin_clzll(a ^ b) >> 3) - (8 - bytes);
-}
-
-/* memcmp's sign for two pages whose first `from` bytes are equal; *lcp
- * gets the offset of their first difference (PAGE_SIZE if none). */
-static int page_cmp_lcp(ke_machine *m, uint32_t a, uint32_t b, uint32_t from,
-                        uint32_t *lcp)
-{
-    const uint8_t *pa = frame_mem(m, a), *pb = frame_mem(m, b);
-    uint32_t off = from & ~63u;
-    m->st.memcmps++;
-#if defined(__x86_64__) || defined(__i386__)
-    for (; off < PAGE_SIZE; off += 64) {
-        __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off)));
-        __m128i e1 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 16)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 16)));
-        __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 32)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 32)));
-        __m128i e3 = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(pa + off + 48)),
-                                    _mm_loadu_si128((const __m128i *)(pb + off + 48)));
-        uint64_t eq = (uint64_t)(uint32_t)_mm_movemask_epi8(e0) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e1) << 16) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e2) << 32) |
-                      ((uint64_t)(uint32_t)_mm_movemask_epi8(e3) << 48);
-        if (eq != ~0ull) {
-            uint32_t i = off + (uint32_t)__builtin_ctzll(~eq);
-            *lcp = i;
-            return pa[i] < pb[i] ? -1 : 1;
-        }
-    }
-#else
-    for (; off < PAGE_SIZE; off++) {
-        if (pa[off] != pb[off]) {
-            *lcp = off;
-            return pa[off] < pb[off] ? -1 : 1;
-        }
-    }
-#endif
-    *lcp = PAGE_SIZE;
-    return 0;
-}
-
-#define LCP_MIN(a, b) ((a) < (b) ? (a) : (b))
-
-/* The frame the pte of an rmap_item maps, PFN_NONE if none. */
-static uint32_t item_pfn(const ke_machine *m, uint32_t idx)
-{
-    uint32_t pte = *item_pte(m, idx);
-    return pte == PTE_NONE || pte == PTE_ZERO ? PFN_NONE : pte - 1;
-}
-
-/*
- * Is the item's page known to be all zero?  A page whose checksum is the
- * zero page's is compared with the zero page when it is hashed (while it
- * is in the cache; see cmp_and_merge_page), and the answer holds until
- * the page is written (which clears RI_CLEAN and RI_ZERO): later compares
- * of two such pages need not read them.
- */
-static inline bool item_zero(const struct ke_rmap_item *it)
-{
-    return (it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO);
-}
 
 /* --- rmap_items --- */
 
-static uint32_t rmap_item_alloc(ke_machine *m, uint32_t mm,
-                                struct pt_leaf *leaf, uint32_t vpn)
+/*
+ * mm/ksm.c alloc_rmap_item(): makes the rmap_item of pte vpn of leaf (in
+ * mm), counted; NO_RMAP when the store is full.
+ */
+static rmap_id rmap_item_alloc(ke_machine *m, struct mm_struct *mm,
+                               struct pt_leaf *leaf, uint32_t vpn)
 {
-    uint32_t idx = ke_item_alloc(m, mm, leaf, vpn);
-    if (!idx)
-        return 0;
+    rmap_id item = item_store_alloc(m, mm, leaf, vpn);
+    if (!item.idx)
+        return NO_RMAP;
     m->st.rmap_items++;
-    m->mms[mm].ksm_rmap_items++;
-    return idx;
+    mm->ksm_rmap_items++;
+    return item;
 }
 
-static void rmap_item_free(ke_machine *m, uint32_t idx)
+/* mm/ksm.c free_rmap_item(): the item must be in no tree. */
+static void rmap_item_free(ke_machine *m, rmap_id item)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
-    (void)it;
+    assert(!(item_at(m, item)->flags & (RI_STABLE | RI_UNSTABLE)));
     m->st.rmap_items--;
-    m->mms[item_mm(m, idx)].ksm_rmap_items--;
-    ke_item_free(m, idx);
+    item_mm(m, item)->ksm_rmap_items--;
+    item_store_free(m, item);
 }
 
+/*
+ * mm/ksm.c __is_page_sharing_candidate(): does stable node n hold a page
+ * that can take offset + 1 more mappings?  (The 2009 KSM had no limit.)
+ */
 static inline bool is_page_sharing_candidate_n(const ke_machine *m,
-                                               const struct ke_stable_node *n,
+                                               const struct stable_node *n,
                                                uint32_t offset)
 {
     return n->rmap_hlist_len && n->rmap_hlist_len + offset < m->cfg.max_page_sharing;
 }
 
 static inline bool is_page_sharing_candidate(const ke_machine *m,
-                                             const struct ke_stable_node *n)
+                                             const struct stable_node *n)
 {
     return m->cfg.compat_2009 || is_page_sharing_candidate_n(m, n, 0);
 }
 
-static void stable_node_erase(ke_machine *m, uint32_t node);
+static void stable_node_erase(ke_machine *m, snode_id node);
 
 /*
- * A chain counts its dups that can take one more mapping, so that a walk
- * that would find none (every dup full: the common case once merged) is
+ * Changes a node's rmap_hlist_len by delta (+1 or -1).  A chain counts its
+ * dups that can take one more mapping (nr_candidates), so that a walk that
+ * would find none (every dup full: the common case once merged) is
  * skipped; stable_node_dup() then picks the head dup, as the walk would.
- * Call around every change of a node's rmap_hlist_len.
  */
-static inline void dup_candidate_update(ke_machine *m, struct ke_stable_node *sn,
-                                        bool was_candidate)
+static inline void rmap_hlist_len_add(ke_machine *m, struct stable_node *sn,
+                                      int delta)
 {
-    if (sn->kind == SN_DUP) {
-        bool now = is_page_sharing_candidate_n(m, sn, 0);
-        node_at(m, sn->chain)->nr_candidates += (uint32_t)now - (uint32_t)was_candidate;
-    }
+    bool was = is_page_sharing_candidate_n(m, sn, 0);
+    assert(delta > 0 || sn->rmap_hlist_len > 0);
+    sn->rmap_hlist_len += (uint32_t)delta;
+    if (sn->kind == SN_DUP)
+        node_at(m, sn->chain)->nr_candidates +=
+            (uint32_t)is_page_sharing_candidate_n(m, sn, 0) - (uint32_t)was;
 }
 
 /*
- * Takes an rmap_item out of the tree it is in (stable node list or the
- * unstable tree), fixing the counters.  Leaves it allocated.
+ * mm/ksm.c remove_rmap_item_from_tree(): takes an rmap_item out of the
+ * tree it is in (a stable node's list, or the unstable tree), fixing the
+ * counters.  Leaves it allocated.
  */
-static void remove_rmap_item_from_tree(ke_machine *m, uint32_t idx)
+static void remove_rmap_item_from_tree(ke_machine *m, rmap_id item)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     if (it->flags & RI_STABLE) {
-        uint32_t node = it->link[0], next = it->link[1], prev = it->link[2];
-        struct ke_stable_node *sn = node_at(m, node);
-        if (prev)
-            item_at(m, prev)->link[1] = next;
-        else
-            sn->hlist = next;
-        if (next)
-            item_at(m, next)->link[2] = prev;
-        if (sn->hlist)
+        snode_id node = it->node;
+        struct stable_node *sn = node_at(m, node);
+        HLIST_DEL(m, item_at, &sn->hlist, item);
+        if (sn->hlist.idx)
             m->st.pages_sharing--;
         else
             m->st.pages_shared--;
-        m->mms[item_mm(m, idx)].ksm_merging_pages--;
-        assert(sn->rmap_hlist_len > 0);
-        {
-            bool was = is_page_sharing_candidate_n(m, sn, 0);
-            sn->rmap_hlist_len--;
-            dup_candidate_update(m, sn, was);
-        }
+        item_mm(m, item)->ksm_merging_pages--;
+        rmap_hlist_len_add(m, sn, -1);
         it->flags &= (uint8_t)~RI_STABLE;
-        it->link[0] = it->link[1] = it->link[2] = 0;
+        memset(it->rb, 0, sizeof(it->rb));
         /*
          * 2009: the stable tree's nodes were the rmap_items themselves, so
          * a KSM page whose last rmap_item left dropped out of the tree.
          */
-        if (m->cfg.compat_2009 && !sn->hlist) {
-            m->frames[sn->kpfn].aux = 0;
+        if (m->cfg.compat_2009 && !sn->hlist.idx) {
+            frame_set_node(m, sn->kpfn, NO_SNODE);
             stable_node_erase(m, node);
         }
     } else if (it->flags & RI_UNSTABLE) {
         uint8_t age = (uint8_t)(m->seqnr - it->seqnr);
         assert(age <= 1);
         if (!age)
-            unstable_rb_erase(m, &m->unstable_root, idx);
+            unstable_rb_erase(m, &m->unstable_root, item);
         m->st.pages_unshared--;
         it->flags &= (uint8_t)~(RI_UNSTABLE | RI_RED);
-        it->link[0] = it->link[1] = it->link[2] = 0;
+        memset(it->rb, 0, sizeof(it->rb));
     }
 }
 
 /* Hangs an rmap_item on a stable node (mm/ksm.c stable_tree_append). */
-static void stable_tree_append(ke_machine *m, uint32_t idx, uint32_t node)
+static void stable_tree_append(ke_machine *m, rmap_id item, snode_id node)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    struct ke_stable_node *sn = node_at(m, node);
+    struct rmap_item *it = item_at(m, item);
+    struct stable_node *sn = node_at(m, node);
     assert(!(it->flags & (RI_STABLE | RI_UNSTABLE)));
     assert(sn->kind == SN_PLAIN || sn->kind == SN_DUP);
-    {
-        bool was = is_page_sharing_candidate_n(m, sn, 0);
-        sn->rmap_hlist_len++;
-        dup_candidate_update(m, sn, was);
-    }
-    it->link[0] = node;
-    it->link[1] = sn->hlist;
-    it->link[2] = 0;
-    if (sn->hlist)
-        item_at(m, sn->hlist)->link[2] = idx;
-    sn->hlist = idx;
+    rmap_hlist_len_add(m, sn, +1);
+    it->node = node;
+    HLIST_ADD_HEAD(m, item_at, &sn->hlist, item);
     it->flags |= RI_STABLE;
-    if (it->link[1])
+    if (it->next.idx)
         m->st.pages_sharing++;
     else
         m->st.pages_shared++;
-    m->mms[item_mm(m, idx)].ksm_merging_pages++;
+    item_mm(m, item)->ksm_merging_pages++;
 }
 
 /* --- hooks mm.c calls --- */
 
 /* The item's page was written (page: its memory now). */
-void ksm_item_write_hook(ke_machine *m, uint32_t idx, const uint8_t *page)
+void ksm_item_write_hook(ke_machine *m, rmap_id item, const uint8_t *page)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     it->flags &= (uint8_t)~(RI_CLEAN | RI_ZERO);
     it->prefix = page_prefix32(page); /* keeps unstable tree walks exact */
     if ((it->flags & RI_UNSTABLE) && it->seqnr == (uint8_t)m->seqnr)
         m->unstable_dirty = true; /* the tree may now be out of order */
 }
 
-void ksm_item_leave_stable(ke_machine *m, uint32_t idx)
+/* The item's pte is about to stop mapping its page (COW, unmerge). */
+void ksm_item_leave_stable(ke_machine *m, rmap_id item)
 {
-    if (item_at(m, idx)->flags & RI_STABLE)
-        remove_rmap_item_from_tree(m, idx);
+    if (item_at(m, item)->flags & RI_STABLE)
+        remove_rmap_item_from_tree(m, item);
 }
 
-void ksm_item_unmap(ke_machine *m, uint32_t idx)
+/* The item's address is gone (unmap, exit, or its pte found empty). */
+void ksm_item_unmap(ke_machine *m, rmap_id item)
 {
-    remove_rmap_item_from_tree(m, idx);
-    rmap_item_free(m, idx);
+    remove_rmap_item_from_tree(m, item);
+    rmap_item_free(m, item);
 }
 
 /* --- stable nodes and chains --- */
 
-static uint32_t stable_node_alloc(ke_machine *m, uint8_t kind)
+/* mm/ksm.c alloc_stable_node(): a zeroed node; NO_SNODE if the pool is full. */
+static snode_id stable_node_alloc(ke_machine *m, uint8_t kind)
 {
-    uint32_t node = ke_pool_alloc(&m->nodes);
-    if (node)
+    snode_id node = {pool_alloc(&m->nodes)};
+    if (node.idx)
         node_at(m, node)->kind = kind;
     return node;
 }
 
 /* Unlinks a dup from its chain (mm/ksm.c __stable_node_dup_del). */
-static void stable_node_dup_del(ke_machine *m, uint32_t dup)
+static void stable_node_dup_del(ke_machine *m, snode_id dup)
 {
-    struct ke_stable_node *d = node_at(m, dup);
-    struct ke_stable_node *chain = node_at(m, d->chain);
+    struct stable_node *d = node_at(m, dup);
+    struct stable_node *chain = node_at(m, d->chain);
     chain->nr_candidates -= is_page_sharing_candidate_n(m, d, 0);
-    if (d->prev)
-        node_at(m, d->prev)->next = d->next;
-    else
-        chain->hlist = d->next;
-    if (d->next)
-        node_at(m, d->next)->prev = d->prev;
-    d->next = d->prev = d->chain = 0;
+    HLIST_DEL(m, node_at, &chain->dups, dup);
+    d->next = d->prev = d->chain = NO_SNODE;
     m->st.stable_node_dups--;
 }
 
-static void stable_node_chain_add_dup(ke_machine *m, uint32_t dup,
-                                      uint32_t chain)
+/* Makes node dup a dup of chain (mm/ksm.c stable_node_chain_add_dup). */
+static void stable_node_chain_add_dup(ke_machine *m, snode_id dup,
+                                      snode_id chain)
 {
-    struct ke_stable_node *d = node_at(m, dup), *c = node_at(m, chain);
+    struct stable_node *d = node_at(m, dup), *c = node_at(m, chain);
     d->kind = SN_DUP;
     d->chain = chain;
     c->nr_candidates += is_page_sharing_candidate_n(m, d, 0);
-    d->prev = 0;
-    d->next = c->hlist;
-    if (c->hlist)
-        node_at(m, c->hlist)->prev = dup;
-    c->hlist = dup;
+    HLIST_ADD_HEAD(m, node_at, &c->dups, dup);
     m->st.stable_node_dups++;
 }
 
-static void free_stable_node_chain(ke_machine *m, uint32_t chain)
+/* mm/ksm.c free_stable_node_chain(): a chain left without dups goes. */
+static void free_stable_node_chain(ke_machine *m, snode_id chain)
 {
-    assert(!node_at(m, chain)->hlist);
+    assert(!node_at(m, chain)->dups.idx);
     stable_rb_erase(m, &m->stable_root, chain);
-    ke_pool_free(&m->nodes, chain);
+    pool_free(&m->nodes, chain.idx);
     m->st.stable_node_chains--;
 }
 
@@ -389,26 +257,26 @@ static void free_stable_node_chain(ke_machine *m, uint32_t chain)
  * Removes a stable node (no rmap_items left) from the tree or its chain
  * and frees it; an emptied chain goes too.
  */
-static void stable_node_erase(ke_machine *m, uint32_t node)
+static void stable_node_erase(ke_machine *m, snode_id node)
 {
-    struct ke_stable_node *sn = node_at(m, node);
-    assert(sn->rmap_hlist_len == 0 && !sn->hlist);
+    struct stable_node *sn = node_at(m, node);
+    assert(sn->rmap_hlist_len == 0 && !sn->hlist.idx);
     if (sn->kind == SN_DUP) {
-        uint32_t chain = sn->chain;
+        snode_id chain = sn->chain;
         stable_node_dup_del(m, node);
-        if (!node_at(m, chain)->hlist)
+        if (!node_at(m, chain)->dups.idx)
             free_stable_node_chain(m, chain);
     } else {
         assert(sn->kind == SN_PLAIN);
         stable_rb_erase(m, &m->stable_root, node);
     }
-    ke_pool_free(&m->nodes, node);
+    pool_free(&m->nodes, node.idx);
 }
 
 /* A KSM frame is being freed: its stable node goes (arena.c calls this). */
-void ksm_stable_node_free_frame(ke_machine *m, uint32_t node)
+void ksm_stable_node_free_frame(ke_machine *m, snode_id node)
 {
-    if (node)
+    if (node.idx)
         stable_node_erase(m, node);
 }
 
@@ -417,12 +285,13 @@ void ksm_stable_node_free_frame(ke_machine *m, uint32_t node)
  * first that can take one more mapping, or, when the chain is due for
  * pruning (every prune_millisecs), the one with the most mappings that can
  * still take one.  A chain left with one dup collapses into a plain node in
- * the chain's place (*nodep is updated).  Returns the dup, 0 if none.
+ * the chain's place (*nodep is updated).  Returns the dup, NO_SNODE if none.
  */
-static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
+static snode_id stable_node_dup(ke_machine *m, snode_id *nodep, bool prune)
 {
-    uint32_t chain = *nodep, dup, found = 0, found_len = 0;
-    struct ke_stable_node *c = node_at(m, chain), *f;
+    snode_id chain = *nodep, dup, found = NO_SNODE;
+    uint32_t found_len = 0;
+    struct stable_node *c = node_at(m, chain), *f;
 
     if (!prune || (uint32_t)m->now_ms - c->chain_prune_time < m->cfg.prune_millisecs)
         prune = false;
@@ -430,39 +299,33 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
         c->chain_prune_time = (uint32_t)m->now_ms;
 
     if (!prune && !c->nr_candidates)
-        found = c->hlist; /* the walk below would end there, having found no candidate */
-    else for (dup = c->hlist; dup; dup = node_at(m, dup)->next) {
-        struct ke_stable_node *d = node_at(m, dup);
-        if (!found || (is_page_sharing_candidate_n(m, d, 0) &&
-                       (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
-                        d->rmap_hlist_len > found_len))) {
+        found = c->dups; /* the walk below would end there, having found no candidate */
+    else for (dup = c->dups; dup.idx; dup = node_at(m, dup)->next) {
+        struct stable_node *d = node_at(m, dup);
+        if (!found.idx || (is_page_sharing_candidate_n(m, d, 0) &&
+                           (!is_page_sharing_candidate_n(m, node_at(m, found), 0) ||
+                            d->rmap_hlist_len > found_len))) {
             found = dup;
             found_len = d->rmap_hlist_len;
             if (!prune && is_page_sharing_candidate_n(m, d, 0))
                 break;
         }
     }
-    if (!found)
-        return 0;
+    if (!found.idx)
+        return NO_SNODE;
     f = node_at(m, found);
-    if (c->hlist == found && !f->next) {
+    if (same_snode(c->dups, found) && !f->next.idx) {
         /* just one dup: drop the chain */
         stable_node_dup_del(m, found);
         f->kind = SN_PLAIN;
         stable_rb_replace(m, &m->stable_root, chain, found);
-        ke_pool_free(&m->nodes, chain);
+        pool_free(&m->nodes, chain.idx);
         m->st.stable_node_chains--;
         *nodep = found;
-    } else if (c->hlist != found && is_page_sharing_candidate_n(m, f, 1)) {
+    } else if (!same_snode(c->dups, found) && is_page_sharing_candidate_n(m, f, 1)) {
         /* move it to the head so the next search finds it first */
-        if (f->prev)
-            node_at(m, f->prev)->next = f->next;
-        if (f->next)
-            node_at(m, f->next)->prev = f->prev;
-        f->prev = 0;
-        f->next = c->hlist;
-        node_at(m, c->hlist)->prev = found;
-        c->hlist = found;
+        HLIST_DEL(m, node_at, &c->dups, found);
+        HLIST_ADD_HEAD(m, node_at, &c->dups, found);
     }
     return found;
 }
@@ -472,19 +335,19 @@ static uint32_t stable_node_dup(ke_machine *m, uint32_t *nodep, bool prune)
  * the dup stable_node_dup() picks.  Returns the frame to compare with
  * (PFN_NONE if the chain had no dup) and sets *dupp.
  */
-static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
-                                  uint32_t *nodep, bool prune)
+static uint32_t stable_node_chain(ke_machine *m, snode_id *dupp,
+                                  snode_id *nodep, bool prune)
 {
-    struct ke_stable_node *sn = node_at(m, *nodep);
+    struct stable_node *sn = node_at(m, *nodep);
     if (sn->kind != SN_CHAIN) {
         *dupp = *nodep;
         return sn->kpfn;
     }
     *dupp = stable_node_dup(m, nodep, prune);
-    if (!*dupp) {
+    if (!dupp->idx) {
         /* a chain's dup list may hold full dups only: any is the content */
-        uint32_t any = node_at(m, *nodep)->hlist;
-        return any ? node_at(m, any)->kpfn : PFN_NONE;
+        snode_id any = node_at(m, *nodep)->dups;
+        return any.idx ? node_at(m, any)->kpfn : PFN_NONE;
     }
     return node_at(m, *dupp)->kpfn;
 }
@@ -497,7 +360,7 @@ static uint32_t stable_node_chain(ke_machine *m, uint32_t *dupp,
  * the offset of the first difference in *lcp.
  */
 static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
-                           bool page_zero, uint32_t *curp, uint32_t *dupp,
+                           bool page_zero, snode_id *curp, snode_id *dupp,
                            bool prune, uint32_t lcp_from, uint32_t *lcp)
 {
     uint32_t tree_pfn = stable_node_chain(m, dupp, curp, prune);
@@ -518,93 +381,84 @@ static int stable_walk_cmp(ke_machine *m, uint32_t pfn, uint64_t prefix,
 }
 
 /*
- * Searches the stable tree for a KSM page with the content of frame pfn
- * that can take one more mapping.  Returns its frame and sets *nodep to
- * its stable node, or returns PFN_NONE.  A page that is itself KSM (shared
- * by fork) finds itself.  page_zero: the page is known to be all zero.
+ * mm/ksm.c stable_tree_search(): searches the stable tree for a KSM page
+ * with the content of frame pfn that can take one more mapping.  Returns
+ * its frame and sets *nodep to its stable node, or returns PFN_NONE.  A
+ * page that is itself KSM (shared by fork) finds itself.  page_zero: the
+ * page is known to be all zero.  Chains are pruned on the way, as the
+ * kernel's walk does.
  */
 static uint32_t stable_tree_search(ke_machine *m, uint32_t pfn, bool page_zero,
-                                   uint32_t *nodep)
+                                   snode_id *nodep)
 {
-    uint32_t cur, dup, lcp, lcp_lo = 0, lcp_hi = 0;
+    snode_id cur = m->stable_root, dup;
+    struct lcp_walk b = {0, 0};
+    uint32_t lcp;
     uint64_t prefix;
     int ret;
 
-    if (m->frames[pfn].count & FR_KSM && m->frames[pfn].aux) {
-        *nodep = m->frames[pfn].aux;
+    if (m->frames[pfn].count & FR_KSM && frame_node(m, pfn).idx) {
+        *nodep = frame_node(m, pfn);
         return pfn;
     }
-    if (!m->stable_root)
+    if (!cur.idx)
         return PFN_NONE; /* (and the page's memory is not touched) */
     prefix = page_prefix64(frame_mem(m, pfn));
-    cur = m->stable_root;
-    while (cur) {
-        /* chains are pruned on the way, as the kernel's walk does */
+    while (cur.idx) {
         ret = stable_walk_cmp(m, pfn, prefix, page_zero, &cur, &dup, true,
-                              LCP_MIN(lcp_lo, lcp_hi), &lcp);
-        if (ret < 0) {
-            cur = node_at(m, cur)->rb[0];
-            lcp_hi = lcp;
-        } else if (ret > 0) {
-            cur = node_at(m, cur)->rb[1];
-            lcp_lo = lcp;
-        } else {
-            if (!dup || !is_page_sharing_candidate(m, node_at(m, dup)))
+                              lcp_from(&b), &lcp);
+        if (!ret) {
+            if (!dup.idx || !is_page_sharing_candidate(m, node_at(m, dup)))
                 return PFN_NONE; /* every copy full: go via unstable tree */
             *nodep = dup;
             return node_at(m, dup)->kpfn;
         }
+        cur = node_at(m, cur)->rb[lcp_descend(&b, ret, lcp)];
     }
     return PFN_NONE;
 }
 
 /*
- * Puts the KSM page kpfn into the stable tree: a new plain node, or a new
- * dup under the chain of its content (making the chain if needed).  Returns
- * the new node, 0 on failure (allocation, or injected fault).  page_zero:
- * the page is known to be all zero (the nodes of its content say so).
+ * mm/ksm.c stable_tree_insert(): puts the KSM page kpfn into the stable
+ * tree: a new plain node, or a new dup under the chain of its content
+ * (making the chain if needed).  Returns the new node, NO_SNODE on failure
+ * (allocation, or injected fault).  page_zero: the page is known to be all
+ * zero (the nodes of its content say so).
  */
-static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
+static snode_id stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
 {
-    uint32_t cur = m->stable_root, parent = 0, dup, node;
+    snode_id cur = m->stable_root, parent = NO_SNODE, dup, node;
     uint64_t prefix = page_prefix64(frame_mem(m, kpfn));
-    uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
+    struct lcp_walk b = {0, 0};
+    uint32_t lcp;
     int ret = 0;
-    bool need_chain = false;
 
-    while (cur) {
+    while (cur.idx) {
         ret = stable_walk_cmp(m, kpfn, prefix, page_zero, &cur, &dup, false,
-                              LCP_MIN(lcp_lo, lcp_hi), &lcp);
+                              lcp_from(&b), &lcp);
         parent = cur;
-        if (ret < 0) {
-            cur = node_at(m, cur)->rb[0];
-            lcp_hi = lcp;
-        } else if (ret > 0) {
-            cur = node_at(m, cur)->rb[1];
-            lcp_lo = lcp;
-        } else {
-            need_chain = true;
-            break;
-        }
+        if (!ret)
+            break; /* its content is there: a chain takes both */
+        cur = node_at(m, cur)->rb[lcp_descend(&b, ret, lcp)];
     }
-    if (ke_fault_fires(m, KE_FAULT_STABLE_INSERT))
-        return 0;
+    if (fault_fires(m, KE_FAULT_STABLE_INSERT))
+        return NO_SNODE;
     node = stable_node_alloc(m, SN_PLAIN);
-    if (!node)
-        return 0;
+    if (!node.idx)
+        return NO_SNODE;
     node_at(m, node)->kpfn = kpfn;
     node_at(m, node)->prefix = prefix;
     node_at(m, node)->zero = page_zero;
-    if (!need_chain) {
-        stable_rb_link(m, &m->stable_root, node, parent, ret < 0);
+    if (!cur.idx) {
+        stable_rb_link(m, &m->stable_root, node, parent, ret > 0);
         stable_rb_insert_color(m, &m->stable_root, node);
     } else {
-        uint32_t chain = cur;
+        snode_id chain = cur;
         if (node_at(m, cur)->kind != SN_CHAIN) {
             chain = stable_node_alloc(m, SN_CHAIN);
-            if (!chain) {
-                ke_pool_free(&m->nodes, node);
-                return 0;
+            if (!chain.idx) {
+                pool_free(&m->nodes, node.idx);
+                return NO_SNODE;
             }
             node_at(m, chain)->chain_prune_time = (uint32_t)m->now_ms;
             node_at(m, chain)->prefix = prefix;
@@ -618,28 +472,29 @@ static uint32_t stable_tree_insert(ke_machine *m, uint32_t kpfn, bool page_zero)
             node_at(m, chain)->zero = node_at(m, node)->zero = 1;
         stable_node_chain_add_dup(m, node, chain);
     }
-    m->frames[kpfn].aux = node;
+    frame_set_node(m, kpfn, node);
     return node;
 }
 
 /*
- * Searches the unstable tree for a page with pfn's content; if there is
- * one, returns its rmap_item (and its frame in *tree_pfnp), else inserts
- * item and returns 0.  As in the kernel, no insertion happens when the walk
- * meets this very frame (a page shared by fork) or an item with no page.
+ * mm/ksm.c unstable_tree_search_insert(): searches the unstable tree for a
+ * page with pfn's content; if there is one, returns its rmap_item (and its
+ * frame in *tree_pfnp), else inserts item and returns NO_RMAP.  As in the
+ * kernel, no insertion happens when the walk meets this very frame (a page
+ * shared by fork) or an item with no page.
  */
-static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
-                                            uint32_t pfn, uint32_t *tree_pfnp)
+static rmap_id unstable_tree_search_insert(ke_machine *m, rmap_id item,
+                                           uint32_t pfn, uint32_t *tree_pfnp)
 {
-    bool page_zero = item_zero(item_at(m, idx));
-    uint32_t cur = m->unstable_root, parent = 0, tree_pfn = PFN_NONE;
-    uint32_t prefix = page_prefix32(frame_mem(m, pfn));
-    uint32_t lcp, lcp_lo = 0, lcp_hi = 0;
-    struct ke_rmap_item *it;
+    struct rmap_item *it = item_at(m, item);
+    bool page_zero = item_zero(it);
+    rmap_id cur = m->unstable_root, parent = NO_RMAP;
+    uint32_t prefix = page_prefix32(frame_mem(m, pfn)), tree_pfn, lcp;
+    struct lcp_walk b = {0, 0};
     int ret = 0;
 
-    while (cur) {
-        const struct ke_rmap_item *t = item_at(m, cur);
+    while (cur.idx) {
+        const struct rmap_item *t = item_at(m, cur);
         /*
          * Different prefixes: different pages, so neither "no page" nor
          * "this very frame" (the kernel's early returns) can apply.
@@ -650,104 +505,85 @@ static uint32_t unstable_tree_search_insert(ke_machine *m, uint32_t idx,
         } else {
             tree_pfn = item_pfn(m, cur);
             if (tree_pfn == PFN_NONE || tree_pfn == pfn)
-                return 0;
+                return NO_RMAP;
             if (page_zero && item_zero(t)) {
                 /* both known all zero: equal, without reading either page */
                 assert(!memcmp(frame_mem(m, pfn), frame_mem(m, tree_pfn), PAGE_SIZE));
                 ret = 0;
-                lcp = PAGE_SIZE;
             } else {
                 ret = page_cmp_lcp(m, pfn, tree_pfn,
-                                   m->unstable_dirty ? 0 : LCP_MIN(lcp_lo, lcp_hi), &lcp);
+                                   m->unstable_dirty ? 0 : lcp_from(&b), &lcp);
+            }
+            if (!ret) {
+                *tree_pfnp = tree_pfn;
+                return cur;
             }
         }
         parent = cur;
-        if (ret < 0) {
-            cur = item_at(m, cur)->link[0];
-            lcp_hi = lcp;
-        } else if (ret > 0) {
-            cur = item_at(m, cur)->link[1];
-            lcp_lo = lcp;
-        } else {
-            *tree_pfnp = tree_pfn;
-            return cur;
-        }
+        cur = t->rb[lcp_descend(&b, ret, lcp)];
     }
-    it = item_at(m, idx);
     it->flags |= RI_UNSTABLE;
     it->seqnr = (uint8_t)m->seqnr;
     it->prefix = prefix;
-    unstable_rb_link(m, &m->unstable_root, idx, parent, ret < 0);
-    unstable_rb_insert_color(m, &m->unstable_root, idx);
+    unstable_rb_link(m, &m->unstable_root, item, parent, ret > 0);
+    unstable_rb_insert_color(m, &m->unstable_root, item);
     m->st.pages_unshared++;
-    return 0;
+    return NO_RMAP;
 }
 
 /* --- merging --- */
 
-static inline struct pt_leaf *item_leaf(ke_machine *m, uint32_t idx,
-                                        uint32_t *i)
-{
-    *i = idx & (RC_ITEMS - 1);
-    return item_chunk(m, idx)->leaf;
-}
-
+/* A used frame becomes a KSM page (its stable node is set later). */
 static void frame_make_ksm(ke_machine *m, uint32_t pfn)
 {
     assert(!(m->frames[pfn].count & FR_KSM));
     m->frames[pfn].count |= FR_KSM;
-    m->frames[pfn].aux = 0;
+    frame_set_node(m, pfn, NO_SNODE);
     m->ksm_frames++;
 }
 
 /* Points the item's pte at kpfn instead of its present frame (replace_page). */
-static void replace_page(ke_machine *m, uint32_t idx, uint32_t kpfn)
+static void replace_page(ke_machine *m, rmap_id item, uint32_t kpfn)
 {
-    uint32_t i;
-    struct pt_leaf *leaf = item_leaf(m, idx, &i);
-    uint32_t old = leaf->pte[i] - 1;
-    assert(leaf && leaf->pte[i] != PTE_NONE && leaf->pte[i] != PTE_ZERO);
+    uint32_t *pte = item_pte(m, item), old = *pte - 1;
+    assert(pte_present(*pte));
     m->frames[kpfn].count++;
-    leaf->pte[i] = kpfn + 1;
-    ke_frame_put(m, old);
+    *pte = kpfn + 1;
+    frame_put(m, old);
 }
 
 /*
  * mm/ksm.c try_to_merge_one_page(): merges the item's page pfn into the
- * KSM page kpfn, whose contents the caller found identical.  Returns 0.
+ * KSM page kpfn, whose contents the caller found identical.  Cannot fail
+ * here: the kernel's can, when the page changed or was pinned between the
+ * tree walk and the merge (it compares the pages again: pages_identical),
+ * but nothing runs between the two here, so the walk's memcmp stands.
  */
-static int try_to_merge_one_page(ke_machine *m, uint32_t idx,
-                                 uint32_t pfn, uint32_t kpfn)
+static void try_to_merge_one_page(ke_machine *m, rmap_id item, uint32_t pfn,
+                                  uint32_t kpfn)
 {
-    if (pfn == kpfn) /* KSM page forked */
-        return 0;
-    /*
-     * The kernel compares the pages again here (pages_identical) because
-     * they may have changed since the tree walk compared them; nothing
-     * runs between the two here, so the walk's memcmp stands.
-     */
-    assert(memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE) == 0);
-    replace_page(m, idx, kpfn);
-    return 0;
+    assert(!memcmp(frame_mem(m, pfn), frame_mem(m, kpfn), PAGE_SIZE));
+    if (pfn != kpfn) /* (equal: a KSM page shared by fork) */
+        replace_page(m, item, kpfn);
 }
 
 /* Breaks sharing of an item's KSM page; never fails (see the top). */
-static void break_cow(ke_machine *m, uint32_t idx)
+static void break_cow(ke_machine *m, rmap_id item)
 {
     uint32_t i, pfn;
-    struct pt_leaf *leaf = item_leaf(m, idx, &i);
-    if (!leaf || leaf->pte[i] == PTE_NONE || leaf->pte[i] == PTE_ZERO)
+    struct pt_leaf *leaf = item_leaf(m, item, &i);
+    if (!pte_present(leaf->pte[i]))
         return;
     pfn = leaf->pte[i] - 1;
     if (!(m->frames[pfn].count & FR_KSM))
         return;
-    if (ke_break_cow_pte(m, &m->mms[item_mm(m, idx)], leaf, i) == 0)
+    if (break_cow_pte(m, item_mm(m, item), leaf, i) == 0)
         return;
     /*
      * No frame to copy into: the page stays shared as an ordinary
      * copy-on-write page, which is just as safe for the processes.
      */
-    if (!m->frames[pfn].aux) {
+    if (!frame_node(m, pfn).idx) {
         m->frames[pfn].count &= ~FR_KSM;
         m->ksm_frames--;
     }
@@ -757,13 +593,11 @@ static void break_cow(ke_machine *m, uint32_t idx)
  * mm/ksm.c try_to_merge_with_zero_page(): a page whose checksum is the
  * zero page's, and which is all zero, is replaced by the zero page.
  */
-static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
+static int try_to_merge_with_zero_page(ke_machine *m, rmap_id item,
                                        uint32_t pfn)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    struct ke_mm *mm;
-    struct pt_leaf *leaf;
-    uint32_t i;
+    struct rmap_item *it = item_at(m, item);
+    struct mm_struct *mm = item_mm(m, item);
 
     if (!m->cfg.use_zero_pages || it->oldchecksum != m->zero_checksum)
         return -EFAULT;
@@ -773,13 +607,11 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
             return -EFAULT;
     }
     assert(!memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE));
-    mm = &m->mms[item_mm(m, idx)];
-    leaf = item_leaf(m, idx, &i);
-    leaf->pte[i] = PTE_ZERO;
+    *item_pte(m, item) = PTE_ZERO;
     mm->rss_pages--;
     mm->ksm_zero_pages++;
     m->st.ksm_zero_pages++;
-    ke_frame_put(m, pfn);
+    frame_put(m, pfn);
     return 0;
 }
 
@@ -789,8 +621,8 @@ static int try_to_merge_with_zero_page(ke_machine *m, uint32_t idx,
  * page's pte at it; the 2009 kernel copied both into a new page (bounded by
  * max_kernel_pages).  Returns the KSM frame, PFN_NONE on failure.
  */
-static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
-                                       uint32_t pfn, uint32_t tree_idx,
+static uint32_t try_to_merge_two_pages(ke_machine *m, rmap_id item,
+                                       uint32_t pfn, rmap_id tree_item,
                                        uint32_t tree_pfn)
 {
     if (m->cfg.compat_2009) {
@@ -804,177 +636,22 @@ static uint32_t try_to_merge_two_pages(ke_machine *m, uint32_t idx,
         if (m->cfg.max_kernel_pages &&
             m->cfg.max_kernel_pages <= m->st.pages_shared)
             return PFN_NONE;
-        if (ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+        if (fault_fires(m, KE_FAULT_FRAME_ALLOC))
             return PFN_NONE;
-        kpfn = ke_frame_alloc(m, false);
+        kpfn = frame_alloc(m, false);
         if (kpfn == PFN_NONE)
             return PFN_NONE;
         memcpy(frame_mem(m, kpfn), frame_mem(m, pfn), PAGE_SIZE);
         frame_make_ksm(m, kpfn);
         m->frames[kpfn].count++; /* hold it while both ptes move over */
-        replace_page(m, idx, kpfn);
-        replace_page(m, tree_idx, kpfn);
-        ke_frame_put(m, kpfn);
+        replace_page(m, item, kpfn);
+        replace_page(m, tree_item, kpfn);
+        frame_put(m, kpfn);
         return kpfn;
     }
     frame_make_ksm(m, pfn);
-    if (try_to_merge_one_page(m, tree_idx, tree_pfn, pfn)) {
-        /* cannot happen single threaded: contents were just compared */
-        m->frames[pfn].count &= ~FR_KSM;
-        m->ksm_frames--;
-        return PFN_NONE;
-    }
+    try_to_merge_one_page(m, tree_item, tree_pfn, pfn);
     return pfn;
-}
-
-/*
- * Checksums ahead of the scan, on two cores.  Most of a first full scan is
- * hashing new pages.  Before the scan loop needs a checksum it collects
- * the next pages of the mm that will need one (present, not a KSM page,
- * no rmap_item or one whose page was written since it was hashed), up to
- * the batch's remaining budget, and hashes them, half on a helper thread.
- * The loop then takes each page's checksum from the window.  A page's
- * content cannot change between the two (the machine is locked; merges
- * only swap a page for one with the same content), so the result is the
- * same as hashing in the loop.
- */
-#define PREHASH_MAX 4096
-#define PREHASH_PARALLEL_MIN 256
-
-struct ke_prehash {
-    uint32_t n, pos;            /* window entries, next one to use */
-    int compat_2009;            /* which checksum */
-    uint32_t vpn[PREHASH_MAX];  /* virtual pages, ascending */
-    uint32_t pfn[PREHASH_MAX];  /* their frames when collected */
-    uint32_t sum[PREHASH_MAX];  /* their checksums */
-    uint8_t zero[PREHASH_MAX];  /* 6.x: the page is all zero (see item_zero) */
-};
-
-struct prehash_job {
-    const ke_machine *m;
-    struct ke_prehash *ph;
-    uint32_t from, to;
-};
-
-/*
- * Hashing a page that is not in the cache waits on memory, and the CPU's
- * prefetcher stops at the page's end: the next page of the window is
- * fetched while this one is hashed.
- */
-static inline void prefetch_page(const uint8_t *page, int locality)
-{
-    for (uint32_t off = 0; off < PAGE_SIZE; off += 64) {
-        if (locality == 3)
-            __builtin_prefetch(page + off, 0, 3);
-        else
-            __builtin_prefetch(page + off, 0, 2);
-    }
-}
-
-static void *prehash_run(void *arg)
-{
-    struct prehash_job *job = arg;
-    for (uint32_t i = job->from; i < job->to; i++) {
-        if (i + 1 < job->to)
-            prefetch_page(frame_mem(job->m, job->ph->pfn[i + 1]), 3);
-        const uint8_t *page = frame_mem(job->m, job->ph->pfn[i]);
-        uint32_t sum = ke_page_checksum(page, job->ph->compat_2009);
-        job->ph->sum[i] = sum;
-        job->ph->zero[i] = !job->ph->compat_2009 && sum == job->m->zero_checksum &&
-                           !memcmp(page, zero_page, PAGE_SIZE);
-    }
-    return NULL;
-}
-
-void ksm_machine_free(ke_machine *m)
-{
-    free(m->prehash);
-    m->prehash = NULL;
-}
-
-static inline bool needs_checksum(const ke_machine *m, uint32_t pte,
-                                  uint32_t idx)
-{
-    uint32_t c;
-    if (pte == PTE_NONE || pte == PTE_ZERO)
-        return false;
-    c = m->frames[pte - 1].count;
-    if ((c & FR_KSM) && m->frames[pte - 1].aux && !m->cfg.compat_2009)
-        return false;
-    return !idx || !(item_at(m, idx)->flags & RI_CLEAN);
-}
-
-/*
- * Fills the window with up to `want` pages needing a checksum from vpn v
- * of range r on, and hashes them.  Returns false if no memory for it.
- */
-static bool prehash_fill(ke_machine *m, struct ke_mm *mm,
-                         const struct ke_range *ranges, uint32_t nranges,
-                         uint32_t r, uint64_t v, uint32_t want)
-{
-    struct ke_prehash *ph = m->prehash;
-    uint64_t looked = 0;
-    if (!ph) {
-        ph = m->prehash = malloc(sizeof(*ph));
-        if (!ph)
-            return false;
-    }
-    ph->n = ph->pos = 0;
-    ph->compat_2009 = (int)m->cfg.compat_2009;
-    if (want > PREHASH_MAX)
-        want = PREHASH_MAX;
-    for (; r < nranges && ph->n < want && looked < 8u * PREHASH_MAX; r++) {
-        uint64_t end = ranges[r].end >> PAGE_SHIFT;
-        if (v < ranges[r].start >> PAGE_SHIFT)
-            v = ranges[r].start >> PAGE_SHIFT;
-        while (v < end && ph->n < want && looked < 8u * PREHASH_MAX) {
-            uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
-            const struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
-            if (leaf_end > end)
-                leaf_end = end;
-            if (!leaf) {
-                v = leaf_end;
-                continue;
-            }
-            for (; v < leaf_end && ph->n < want; v++, looked++) {
-                uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                if (needs_checksum(m, leaf->pte[i], leaf_item(m, leaf, i))) {
-                    ph->vpn[ph->n] = (uint32_t)v;
-                    ph->pfn[ph->n] = leaf->pte[i] - 1;
-                    ph->n++;
-                }
-            }
-        }
-    }
-    {
-        struct prehash_job lo = {m, ph, 0, ph->n / 2}, hi = {m, ph, ph->n / 2, ph->n};
-        pthread_t t;
-        if (ph->n >= PREHASH_PARALLEL_MIN && pthread_create(&t, NULL, prehash_run, &hi) == 0) {
-            prehash_run(&lo);
-            pthread_join(t, NULL);
-        } else {
-            lo.to = ph->n;
-            prehash_run(&lo);
-        }
-    }
-    return true;
-}
-
-/* The window's checksum for vpn, with bit 32 set if the page is all zero;
- * -1 if it has none. */
-static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
-{
-    struct ke_prehash *ph = m->prehash;
-    if (!ph)
-        return -1;
-    while (ph->pos < ph->n && ph->vpn[ph->pos] < vpn)
-        ph->pos++;
-    if (ph->pos < ph->n && ph->vpn[ph->pos] == vpn) {
-        int64_t v = (int64_t)ph->sum[ph->pos] | ((int64_t)ph->zero[ph->pos] << 32);
-        ph->pos++;
-        return v;
-    }
-    return -1;
 }
 
 /*
@@ -984,80 +661,90 @@ static inline int64_t prehash_take(ke_machine *m, uint32_t vpn)
  * both rmap_items on it, tree item first; if the stable tree will not take
  * it, break COW on both again.
  */
-static void merge_via_unstable_tree(ke_machine *m, uint32_t idx, uint32_t pfn)
+static void merge_via_unstable_tree(ke_machine *m, rmap_id item, uint32_t pfn)
 {
-    uint32_t tree_pfn = PFN_NONE, kpfn, knode;
-    uint32_t tree_idx = unstable_tree_search_insert(m, idx, pfn, &tree_pfn);
-    if (!tree_idx)
+    uint32_t tree_pfn = PFN_NONE, kpfn;
+    rmap_id tree_item = unstable_tree_search_insert(m, item, pfn, &tree_pfn);
+    snode_id knode;
+    if (!tree_item.idx)
         return;
-    kpfn = try_to_merge_two_pages(m, idx, pfn, tree_idx, tree_pfn);
+    kpfn = try_to_merge_two_pages(m, item, pfn, tree_item, tree_pfn);
     if (kpfn == PFN_NONE)
         return;
-    remove_rmap_item_from_tree(m, tree_idx);
-    knode = stable_tree_insert(m, kpfn, item_zero(item_at(m, idx)));
-    if (knode) {
-        stable_tree_append(m, tree_idx, knode);
-        stable_tree_append(m, idx, knode);
+    remove_rmap_item_from_tree(m, tree_item);
+    knode = stable_tree_insert(m, kpfn, item_zero(item_at(m, item)));
+    if (knode.idx) {
+        stable_tree_append(m, tree_item, knode);
+        stable_tree_append(m, item, knode);
     } else {
-        break_cow(m, tree_idx);
-        break_cow(m, idx);
+        break_cow(m, tree_item);
+        break_cow(m, item);
     }
+}
+
+/*
+ * cmp_and_merge_page's checksum test (both versions): has the page kept
+ * the checksum it had when last scanned?  If not, it is changing often
+ * and will not go into the unstable tree: the new checksum is kept for
+ * the next scan.  The checksum is the one of the last scan if the page
+ * was not written since (RI_CLEAN), else a new one, from readahead.c's
+ * window (precomputed >= 0) or hashed here.
+ */
+static bool checksum_unchanged(ke_machine *m, struct rmap_item *it,
+                               uint32_t pfn, int64_t precomputed)
+{
+    int compat = (int)m->cfg.compat_2009;
+    uint32_t checksum = it->oldchecksum;
+    if (it->flags & RI_CLEAN) {
+        m->st.checksums_avoided++;
+        return true;
+    }
+    if (precomputed < 0)
+        precomputed = page_hash(m, frame_mem(m, pfn), compat);
+    assert(precomputed == page_hash(m, frame_mem(m, pfn), compat)); /* readahead.c */
+    m->st.checksums++;
+    it->oldchecksum = (uint32_t)precomputed;
+    if (!compat && it->oldchecksum == m->zero_checksum)
+        m->st.memcmps++; /* page_hash's compare with the zero page */
+    it->flags = (uint8_t)((it->flags & ~RI_ZERO) | RI_CLEAN |
+                          ((precomputed >> 32) ? RI_ZERO : 0));
+    return it->oldchecksum == checksum;
 }
 
 /*
  * mm/ksm.c cmp_and_merge_page(): the heart of ksmd, for one present page
  * (frame pfn) of the item's mm.
  */
-static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
+static void cmp_and_merge_page(ke_machine *m, rmap_id item, uint32_t pfn,
                                int64_t precomputed)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    uint32_t node = 0, kpfn, knode = 0;
-    uint32_t checksum;
+    struct rmap_item *it = item_at(m, item);
+    snode_id node = NO_SNODE, knode;
+    uint32_t kpfn;
 
     if (m->frames[pfn].count & FR_KSM)
-        node = m->frames[pfn].aux;
-    if (node) {
-        if ((it->flags & RI_STABLE) && it->link[0] == node)
+        node = frame_node(m, pfn);
+    if (node.idx) {
+        if ((it->flags & RI_STABLE) && same_snode(it->node, node))
             return;
         /* (a KSM fork may go over max_page_sharing: append anyway) */
     } else {
-        remove_rmap_item_from_tree(m, idx);
-        if (it->flags & RI_CLEAN) {
-            checksum = it->oldchecksum; /* not written since it was hashed */
-            m->st.checksums_avoided++;
-        } else {
-            bool zero;
-            if (precomputed >= 0) {
-                checksum = (uint32_t)precomputed;
-                zero = (precomputed >> 32) & 1;
-            } else {
-                checksum = ke_page_checksum(frame_mem(m, pfn), 0);
-                zero = checksum == m->zero_checksum &&
-                       !memcmp(frame_mem(m, pfn), zero_page, PAGE_SIZE);
-            }
-            if (checksum == m->zero_checksum)
-                m->st.memcmps++; /* that compare with the zero page */
-            m->st.checksums++;
-            it->flags = (uint8_t)((it->flags & ~RI_ZERO) | RI_CLEAN | (zero ? RI_ZERO : 0));
-        }
-        if (it->oldchecksum != checksum) {
-            it->oldchecksum = checksum;
+        remove_rmap_item_from_tree(m, item);
+        if (!checksum_unchanged(m, it, pfn, precomputed))
             return;
-        }
-        if (!try_to_merge_with_zero_page(m, idx, pfn))
+        if (!try_to_merge_with_zero_page(m, item, pfn))
             return;
     }
 
     kpfn = stable_tree_search(m, pfn, item_zero(it), &knode);
-    remove_rmap_item_from_tree(m, idx);
+    remove_rmap_item_from_tree(m, item);
     if (kpfn != PFN_NONE) {
-        if (!try_to_merge_one_page(m, idx, pfn, kpfn))
-            stable_tree_append(m, idx, knode);
+        try_to_merge_one_page(m, item, pfn, kpfn);
+        stable_tree_append(m, item, knode);
         return;
     }
 
-    merge_via_unstable_tree(m, idx, pfn);
+    merge_via_unstable_tree(m, item, pfn);
 }
 
 /*
@@ -1067,41 +754,31 @@ static void cmp_and_merge_page(ke_machine *m, uint32_t idx, uint32_t pfn,
  * As the seed's ksm_do_scan(), a KSM page whose rmap_item is in the stable
  * tree is left alone, even when it is the page's last mapping.
  */
-static void cmp_and_merge_page_2009(ke_machine *m, uint32_t idx, uint32_t pfn,
+static void cmp_and_merge_page_2009(ke_machine *m, rmap_id item, uint32_t pfn,
                                     int64_t precomputed)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
-    uint32_t kpfn, knode = 0, checksum;
+    struct rmap_item *it = item_at(m, item);
+    snode_id knode;
+    uint32_t kpfn;
 
     if ((m->frames[pfn].count & FR_KSM) && (it->flags & RI_STABLE))
         return;
-    remove_rmap_item_from_tree(m, idx);
+    remove_rmap_item_from_tree(m, item);
     kpfn = stable_tree_search(m, pfn, false, &knode);
     if (kpfn != PFN_NONE) {
-        if (!try_to_merge_one_page(m, idx, pfn, kpfn))
-            stable_tree_append(m, idx, knode);
+        try_to_merge_one_page(m, item, pfn, kpfn);
+        stable_tree_append(m, item, knode);
         return;
     }
     if (m->frames[pfn].count & FR_KSM) {
-        break_cow(m, idx);
-        pfn = item_pfn(m, idx);
+        break_cow(m, item);
+        pfn = item_pfn(m, item);
     }
-    if (it->flags & RI_CLEAN) {
-        checksum = it->oldchecksum;
-        m->st.checksums_avoided++;
-    } else {
-        checksum = precomputed >= 0 ? (uint32_t)precomputed
-                                    : ke_page_checksum(frame_mem(m, pfn), 1);
-        m->st.checksums++;
-        it->flags |= RI_CLEAN;
-    }
-    if (it->oldchecksum != checksum) {
-        it->oldchecksum = checksum;
-        return;
-    }
-    merge_via_unstable_tree(m, idx, pfn);
+    if (checksum_unchanged(m, it, pfn, precomputed))
+        merge_via_unstable_tree(m, item, pfn);
 }
 
+/* mm/ksm.c skip_age(): the passes smart_scan skips a page of this age. */
 static uint32_t skip_age(uint8_t age)
 {
     if (age <= 3)
@@ -1114,9 +791,9 @@ static uint32_t skip_age(uint8_t age)
 }
 
 /* mm/ksm.c should_skip_rmap_item(): smart_scan's ageing of unmerged pages. */
-static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
+static bool should_skip_rmap_item(ke_machine *m, rmap_id item, uint32_t pfn)
 {
-    struct ke_rmap_item *it = item_at(m, idx);
+    struct rmap_item *it = item_at(m, item);
     uint8_t age;
     if (!m->cfg.smart_scan || m->cfg.compat_2009)
         return false;
@@ -1133,111 +810,8 @@ static bool should_skip_rmap_item(ke_machine *m, uint32_t idx, uint32_t pfn)
     }
     m->st.pages_skipped++;
     it->remaining_skips--;
-    remove_rmap_item_from_tree(m, idx);
+    remove_rmap_item_from_tree(m, item);
     return true;
-}
-
-/*
- * Tree walks ahead of the scan.  A walk of a large tree is a chain of
- * dependent cache misses (each node says where the next one is), so it
- * runs at memory latency, one miss per level.  Before the scan loop takes
- * the next PREWALK_PAGES pages of a leaf, prewalk() walks both trees for
- * all of them at once, level by level, prefetching every walker's next
- * node in the same round: the misses of the pages overlap instead of
- * following each other, and the real walks that follow find their paths
- * in the cache.  Where a walker's prefix ties with a node's, the real walk
- * will compare the two pages: the walker stops there and prefetches both
- * (and so does a page that will be compared with the zero page).  It only
- * reads (no counter, link or page changes), and the real walks run exactly
- * as before, so results cannot differ.  Pages that will not reach the
- * trees this time (no rmap_item yet, written since hashed, KSM pages) are
- * left out.
- */
-#define PREWALK_PAGES 16
-
-/* The two pages a walk will compare where prefixes tie (none if tpfn is). */
-static inline void prefetch_pair(const ke_machine *m, uint32_t pfn, uint32_t tpfn)
-{
-    if (tpfn == PFN_NONE)
-        return;
-    prefetch_page(frame_mem(m, tpfn), 2);
-    prefetch_page(frame_mem(m, pfn), 2);
-}
-#define PREWALK_MAX_DEPTH 96 /* a red-black tree of 2^32 nodes is shallower */
-
-static void prewalk(ke_machine *m, const struct pt_leaf *leaf, uint32_t from,
-                    uint32_t to)
-{
-    uint32_t pfn[PREWALK_PAGES], ucur[PREWALK_PAGES], scur[PREWALK_PAGES];
-    uint32_t upre[PREWALK_PAGES];
-    uint64_t spre[PREWALK_PAGES];
-    uint32_t n = 0, i, j, depth, steps = 0;
-
-    if (!m->unstable_root && !m->stable_root)
-        return;
-    for (i = from; i < to && n < PREWALK_PAGES; i++) {
-        uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-        if (pte == PTE_NONE || pte == PTE_ZERO || !idx ||
-            !(item_at(m, idx)->flags & RI_CLEAN) ||
-            (m->frames[pte - 1].count & FR_KSM))
-            continue;
-        if (item_zero(item_at(m, idx)))
-            continue; /* known all zero: its compares read no page */
-        pfn[n] = pte - 1;
-        __builtin_prefetch(frame_mem(m, pfn[n]));
-        n++;
-    }
-    for (j = 0; j < n; j++) {
-        const uint8_t *page = frame_mem(m, pfn[j]);
-        upre[j] = page_prefix32(page);
-        spre[j] = page_prefix64(page);
-        ucur[j] = m->unstable_root;
-        scur[j] = m->stable_root;
-    }
-    for (depth = 0; depth < PREWALK_MAX_DEPTH; depth++) {
-        bool active = false;
-        for (j = 0; j < n; j++) {
-            uint32_t c = ucur[j];
-            if (c) {
-                const struct ke_rmap_item *t = item_at(m, c);
-                if (t->prefix == upre[j]) {
-                    /* the real walk compares the two pages here */
-                    prefetch_pair(m, pfn[j], item_pfn(m, c));
-                    c = 0;
-                } else {
-                    c = t->link[upre[j] > t->prefix];
-                }
-                ucur[j] = c;
-                steps++;
-                if (c) {
-                    __builtin_prefetch(item_at(m, c));
-                    active = true;
-                }
-            }
-            c = scur[j];
-            if (c) {
-                const struct ke_stable_node *sn = node_at(m, c);
-                if (sn->prefix == spre[j]) {
-                    uint32_t d = sn->kind == SN_CHAIN ? sn->hlist : c;
-                    prefetch_pair(m, pfn[j], d ? node_at(m, d)->kpfn : PFN_NONE);
-                    c = 0;
-                } else {
-                    c = sn->rb[spre[j] > sn->prefix];
-                }
-                scur[j] = c;
-                steps++;
-                if (c) {
-                    __builtin_prefetch(node_at(m, c));
-                    active = true;
-                }
-            }
-        }
-        if (!active)
-            break;
-    }
-    /* (also what keeps the compiler from dropping the walk: it has no
-     * other effect than the prefetches) */
-    m->st.prewalk_steps += steps;
 }
 
 /* --- entry points --- */
@@ -1248,16 +822,13 @@ int ke_ksm_configure(ke_machine *m, const struct ke_ksm_config *cfg)
         return -EINVAL;
     m->cfg = *cfg;
     /* candidacy depends on max_page_sharing: recount every chain's */
-    for (uint32_t n = 1; n < m->nodes.top; n++) {
-        struct ke_stable_node *sn = node_at(m, n);
-        if (sn->kind == SN_CHAIN)
-            sn->nr_candidates = 0;
-    }
-    for (uint32_t n = 1; n < m->nodes.top; n++) {
-        struct ke_stable_node *sn = node_at(m, n);
-        if (sn->kind == SN_DUP)
-            node_at(m, sn->chain)->nr_candidates += is_page_sharing_candidate_n(m, sn, 0);
-    }
+    for (snode_id n = {1}; n.idx < m->nodes.top; n.idx++)
+        if (node_at(m, n)->kind == SN_CHAIN)
+            node_at(m, n)->nr_candidates = 0;
+    for (snode_id n = {1}; n.idx < m->nodes.top; n.idx++)
+        if (node_at(m, n)->kind == SN_DUP)
+            node_at(m, node_at(m, n)->chain)->nr_candidates +=
+                is_page_sharing_candidate_n(m, node_at(m, n), 0);
     return 0;
 }
 
@@ -1275,7 +846,7 @@ int ke_ksm_begin_pass(ke_machine *m, uint32_t seqnr)
     if (!m)
         return -EINVAL;
     m->seqnr = seqnr;
-    m->unstable_root = 0; /* dropped, not freed: see the top */
+    m->unstable_root = NO_RMAP; /* dropped, not freed: see the top */
     m->unstable_dirty = false;
     return 0;
 }
@@ -1284,9 +855,11 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
                    uint32_t nranges, uint64_t cursor, uint32_t budget,
                    uint64_t now_ms, struct ke_scan_out *out)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint32_t r, scanned = 0;
+    struct leaf_walk w;
     int64_t sum;
+    int err = 0;
 
     if (!out)
         return -EINVAL;
@@ -1298,82 +871,62 @@ int ke_ksm_scan_mm(ke_machine *m, uint32_t id, const struct ke_range *ranges,
     for (r = 0; r < nranges; r++) {
         if ((ranges[r].start | ranges[r].end) & (PAGE_SIZE - 1) ||
             ranges[r].start >= ranges[r].end ||
-            (ranges[r].end >> PAGE_SHIFT) > (uint64_t)KE_MAX_VPN + 1 ||
+            (ranges[r].end >> PAGE_SHIFT) > VPN_END ||
             (r && ranges[r].start < ranges[r - 1].end))
             return -EINVAL;
     }
     m->now_ms = now_ms;
-    if (m->prehash)
-        m->prehash->n = m->prehash->pos = 0; /* nothing carries over calls */
+    prehash_reset(m); /* nothing carries over calls */
     for (r = 0; r < nranges; r++) {
-        uint64_t v = ranges[r].start >> PAGE_SHIFT;
-        uint64_t end = ranges[r].end >> PAGE_SHIFT;
-        if (cursor >> PAGE_SHIFT > v)
-            v = cursor >> PAGE_SHIFT;
-        while (v < end) {
-            uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
-            struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
-            uint64_t prewalked = v;
-            if (leaf_end > end)
-                leaf_end = end;
-            if (!leaf) {
-                v = leaf_end;
-                continue;
-            }
-            for (; v < leaf_end; v++) {
-                uint32_t i = (uint32_t)(v & (PT_LEAF_SIZE - 1));
-                uint32_t pte, idx;
-                if (v == prewalked) {
-                    prewalked = v + PREWALK_PAGES < leaf_end ? v + PREWALK_PAGES : leaf_end;
-                    prewalk(m, leaf, i, i + (uint32_t)(prewalked - v));
-                }
-                pte = leaf->pte[i];
-                idx = leaf_item(m, leaf, i);
-                if (pte == PTE_NONE || pte == PTE_ZERO) {
-                    /* an address that vanished: free its rmap_item */
-                    if (idx) {
-                        ksm_item_unmap(m, idx);
-                        if (pte == PTE_NONE)
-                            leaf->nr_used--;
-                    }
+        uint64_t from = ranges[r].start >> PAGE_SHIFT;
+        if (cursor >> PAGE_SHIFT > from)
+            from = cursor >> PAGE_SHIFT;
+        FOR_EACH_LEAF(mm, &w, from, ranges[r].end >> PAGE_SHIFT) {
+            uint32_t prewalked = w.first;
+            for (uint32_t i = w.first; i < w.stop; i++) {
+                uint32_t vpn = w.base | i, pte;
+                rmap_id item;
+                if (i == prewalked)
+                    prewalked = prewalk(m, w.leaf, i, w.stop);
+                pte = w.leaf->pte[i];
+                if (!pte_present(pte)) {
+                    leaf_item_drop(m, w.leaf, i); /* an address that vanished */
                     continue;
                 }
-                if (!idx) {
-                    idx = rmap_item_alloc(m, id, leaf, (uint32_t)v);
-                    if (!idx)
-                        goto out_of_items;
+                item = leaf_item(m, w.leaf, i);
+                if (!item.idx) {
+                    item = rmap_item_alloc(m, mm, w.leaf, vpn);
+                    if (!item.idx) {
+                        err = -ENOMEM;
+                        goto out;
+                    }
                 }
-                if (should_skip_rmap_item(m, idx, pte - 1))
+                if (should_skip_rmap_item(m, item, pte - 1))
                     continue;
                 sum = -1;
-                if (needs_checksum(m, pte, idx)) {
-                    sum = prehash_take(m, (uint32_t)v);
-                    if (sum < 0 && prehash_fill(m, mm, ranges, nranges, r, v,
+                if (needs_checksum(m, pte, item)) {
+                    sum = prehash_take(m, vpn);
+                    if (sum < 0 && prehash_fill(m, mm, ranges, nranges, r, vpn,
                                                 budget - scanned))
-                        sum = prehash_take(m, (uint32_t)v);
+                        sum = prehash_take(m, vpn);
                 }
                 if (m->cfg.compat_2009)
-                    cmp_and_merge_page_2009(m, idx, pte - 1, sum);
+                    cmp_and_merge_page_2009(m, item, pte - 1, sum);
                 else
-                    cmp_and_merge_page(m, idx, pte - 1, sum);
+                    cmp_and_merge_page(m, item, pte - 1, sum);
                 m->st.pages_scanned++;
                 if (++scanned == budget) {
-                    out->scanned = scanned;
-                    out->cursor = (v + 1) << PAGE_SHIFT;
-                    ke_release_flush(m);
-                    return 0;
+                    out->cursor = ((uint64_t)vpn + 1) << PAGE_SHIFT;
+                    goto out;
                 }
             }
         }
     }
-    out->scanned = scanned;
     out->mm_done = 1;
-    ke_release_flush(m);
-    return 0;
-out_of_items:
+out:
     out->scanned = scanned;
     ke_release_flush(m);
-    return -ENOMEM;
+    return err;
 }
 
 /*
@@ -1387,7 +940,7 @@ int ke_ksm_remove_all(ke_machine *m)
 {
     if (!m)
         return -EINVAL;
-    m->unstable_root = 0;
+    m->unstable_root = NO_RMAP;
     if (m->st.rmap_items)
         return -EBUSY;
     assert(m->st.pages_shared == 0 && m->st.pages_sharing == 0);

@@ -54,72 +54,65 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
              (unsigned long)listed);
     listed += m->nr_frames - m->fresh; /* never used: free, not listed */
     for (id = 1; id < m->mm_top; id++) {
-        const struct ke_mm *mm = &m->mms[id];
+        const struct mm_struct *mm = &m->mms[id];
         uint64_t rss = 0, mz = 0, mi = 0, merging = 0;
+        struct leaf_walk w;
         if (!mm->top)
             continue;
-        for (uint32_t t = 0; t < PT_TOP_SIZE; t++) {
-            const struct pt_mid *mid = mm->top[t];
-            if (!mid)
-                continue;
-            for (uint32_t l = 0; l < PT_MID_SIZE; l++) {
-                const struct pt_leaf *leaf = mid->leaf[l];
-                uint32_t used = 0, litems = 0;
-                if (!leaf)
-                    continue;
-                for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
-                    uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-                    uint32_t vpn = (t << (PT_MID_BITS + PT_LEAF_BITS)) |
-                                   (l << PT_LEAF_BITS) | i;
-                    used += pte || idx;
-                    if (pte == PTE_ZERO) {
-                        mz++;
-                    } else if (pte) {
-                        if (pte - 1 >= m->nr_frames)
-                            FAIL("mm %u vpn %u: bad pte", id, vpn);
-                        maps[pte - 1]++;
-                        rss++;
-                    }
-                    if (idx) {
-                        const struct ke_rmap_item *it = item_at(m, idx);
-                        if (!(it->flags & RI_INUSE))
-                            FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
-                        if (item_chunk(m, idx)->leaf != leaf ||
-                            item_mm(m, idx) != id || item_vpn(m, idx) != vpn)
-                            FAIL("mm %u vpn %u: item %u names mm %u vpn %u",
-                                 id, vpn, idx, item_mm(m, idx), item_vpn(m, idx));
-                        mi++;
-                        litems++;
-                        if ((it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO) &&
-                            (!pte || (pte != PTE_ZERO && !page_is_zero(m, pte - 1))))
-                            FAIL("item %u: known all zero, its page is not", idx);
-                        if (it->flags & RI_UNSTABLE)
-                            unshared++;
-                        if (it->flags & RI_STABLE) {
-                            uint32_t node = it->link[0];
-                            if (!node || node >= m->nodes.top)
-                                FAIL("item %u: bad stable node", idx);
-                            if (!pte || pte == PTE_ZERO ||
-                                node_at(m, node)->kpfn != pte - 1)
-                                FAIL("item %u: pte does not map its KSM page",
-                                     idx);
-                            node_items[node]++;
-                            merging++;
-                        }
+        FOR_EACH_LEAF(mm, &w, 0, VPN_END) {
+            const struct pt_leaf *leaf = w.leaf;
+            uint32_t used = 0, litems = 0;
+            for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
+                uint32_t pte = leaf->pte[i], vpn = w.base | i;
+                rmap_id item = leaf_item(m, leaf, i);
+                uint32_t idx = item.idx;
+                used += pte || idx;
+                if (pte == PTE_ZERO) {
+                    mz++;
+                } else if (pte) {
+                    if (pte - 1 >= m->nr_frames)
+                        FAIL("mm %u vpn %u: bad pte", id, vpn);
+                    maps[pte - 1]++;
+                    rss++;
+                }
+                if (idx) {
+                    const struct rmap_item *it = item_at(m, item);
+                    if (!(it->flags & RI_INUSE))
+                        FAIL("mm %u vpn %u: bad rmap_item", id, vpn);
+                    if (item_chunk(m, item)->leaf != leaf ||
+                        item_mm(m, item) != mm || item_vpn(m, item) != vpn)
+                        FAIL("mm %u vpn %u: item %u names mm %u vpn %u", id, vpn,
+                             idx, item_chunk(m, item)->mm, item_vpn(m, item));
+                    mi++;
+                    litems++;
+                    if ((it->flags & (RI_CLEAN | RI_ZERO)) == (RI_CLEAN | RI_ZERO) &&
+                        (!pte || (pte != PTE_ZERO && !page_is_zero(m, pte - 1))))
+                        FAIL("item %u: known all zero, its page is not", idx);
+                    if (it->flags & RI_UNSTABLE)
+                        unshared++;
+                    if (it->flags & RI_STABLE) {
+                        uint32_t node = it->node.idx;
+                        if (!node || node >= m->nodes.top)
+                            FAIL("item %u: bad stable node", idx);
+                        if (!pte_present(pte) || node_at(m, it->node)->kpfn != pte - 1)
+                            FAIL("item %u: pte does not map its KSM page",
+                                 idx);
+                        node_items[node]++;
+                        merging++;
                     }
                 }
-                if (leaf->rchunk) {
-                    const struct ke_rmap_chunk *c = &m->items.chunks[leaf->rchunk];
-                    chunks++;
-                    if (leaf->rchunk >= m->items.top || c->leaf != leaf ||
-                        c->mm != id || !litems || c->nr_items != litems)
-                        FAIL("mm %u leaf %u/%u: chunk %u holds %u items, counted %u",
-                             id, t, l, leaf->rchunk, c->nr_items, litems);
-                }
-                if (used != leaf->nr_used)
-                    FAIL("mm %u leaf %u/%u: nr_used %u, counted %u", id, t, l,
-                         leaf->nr_used, used);
             }
+            if (leaf->rchunk) {
+                const struct rmap_chunk *c = &m->items.chunks[leaf->rchunk];
+                chunks++;
+                if (leaf->rchunk >= m->items.top || c->leaf != leaf ||
+                    c->mm != id || !litems || c->nr_items != litems)
+                    FAIL("mm %u leaf at vpn %u: chunk %u holds %u items, counted %u",
+                         id, w.base, leaf->rchunk, c->nr_items, litems);
+            }
+            if (used != leaf->nr_used)
+                FAIL("mm %u leaf at vpn %u: nr_used %u, counted %u", id, w.base,
+                     leaf->nr_used, used);
         }
         if (rss != mm->rss_pages || mz != mm->ksm_zero_pages ||
             mi != mm->ksm_rmap_items || merging != mm->ksm_merging_pages)
@@ -146,12 +139,12 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
                 FAIL("frame %u: mapcount %u, mapped %u times", pfn,
                      c & FR_MAPCOUNT_MASK, maps[pfn]);
             if (c & FR_KSM) {
-                uint32_t node = m->frames[pfn].aux;
+                snode_id node = frame_node(m, pfn);
                 nksm++;
-                if (node && (node >= m->nodes.top ||
-                             node_at(m, node)->kpfn != pfn))
+                if (node.idx && (node.idx >= m->nodes.top ||
+                                 node_at(m, node)->kpfn != pfn))
                     FAIL("KSM frame %u: stable node %u does not name it",
-                         pfn, node);
+                         pfn, node.idx);
             }
         } else {
             nfree++;
@@ -169,18 +162,18 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
              (unsigned long)m->balloon_frames, (unsigned long)nksm,
              (unsigned long)m->ksm_frames);
     for (n = 1; n < m->nodes.top; n++) {
-        const struct ke_stable_node *sn = node_at(m, n);
+        const struct stable_node *sn = node_at(m, (snode_id){n});
         if (!sn->kind)
             continue;
         if (sn->kind == SN_CHAIN) {
             uint32_t cand = 0;
             chains++;
-            if (!sn->hlist)
+            if (!sn->dups.idx)
                 FAIL("chain %u has no dups", n);
-            for (uint32_t d = sn->hlist; d; d = node_at(m, d)->next) {
-                const struct ke_stable_node *dn = node_at(m, d);
-                if (dn->kind != SN_DUP || dn->chain != n)
-                    FAIL("chain %u: dup %u does not name it", n, d);
+            for (snode_id d = sn->dups; d.idx; d = node_at(m, d)->next) {
+                const struct stable_node *dn = node_at(m, d);
+                if (dn->kind != SN_DUP || dn->chain.idx != n)
+                    FAIL("chain %u: dup %u does not name it", n, d.idx);
                 cand += dn->rmap_hlist_len && dn->rmap_hlist_len < m->cfg.max_page_sharing;
             }
             if (cand != sn->nr_candidates)
@@ -192,7 +185,7 @@ int ke_ksm_check(const ke_machine *m, char *msg, size_t msglen)
         if (sn->zero && !page_is_zero(m, sn->kpfn))
             FAIL("stable node %u: known all zero, frame %u is not", n, sn->kpfn);
         if (!(m->frames[sn->kpfn].count & FR_KSM) ||
-            m->frames[sn->kpfn].aux != n)
+            frame_node(m, sn->kpfn).idx != n)
             FAIL("stable node %u: frame %u is not its KSM page", n, sn->kpfn);
         if (node_items[n] != sn->rmap_hlist_len)
             FAIL("stable node %u: rmap_hlist_len %u, items %u", n,

@@ -42,7 +42,7 @@
 /* CDEF BEGIN */
 #define KE_PAGE_SIZE 4096
 #define KE_PAGE_SHIFT 12
-/* Highest virtual page number + 1 an mm may use: addresses < 2^44. */
+/* Highest virtual page number an mm may use: addresses < 2^44. */
 #define KE_MAX_VPN 4294967295
 /* Most mms (processes) one machine may have at once, + 1 (ids are 16 bits). */
 #define KE_MAX_MMS 65536

@@ -20,17 +20,16 @@
 
 #include "internal.h"
 
-#define VPN_MAX 0xffffffffull
 #define POPULATE_MIN_PAGES 64 /* writes taking this many frames fault them in first */
 
-struct ke_mm *ke_mm_get(const ke_machine *m, uint32_t mm)
+struct mm_struct *mm_get(const ke_machine *m, uint32_t mm)
 {
     if (!m || mm == 0 || mm >= m->mm_top || !m->mms[mm].top)
         return NULL;
     return &m->mms[mm];
 }
 
-struct pt_leaf *pt_leaf_lookup(const struct ke_mm *mm, uint32_t vpn)
+struct pt_leaf *pt_leaf_lookup(const struct mm_struct *mm, uint32_t vpn)
 {
     struct pt_mid *mid = mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
     if (!mid)
@@ -43,7 +42,7 @@ struct pt_leaf *pt_leaf_lookup(const struct ke_mm *mm, uint32_t vpn)
  * nothing allocated (a middle table made for this leaf goes again: no leaf
  * would ever free it).
  */
-struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn)
+struct pt_leaf *pt_leaf_alloc(struct mm_struct *mm, uint32_t vpn)
 {
     struct pt_mid **midp = &mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
     struct pt_leaf **leafp;
@@ -68,7 +67,7 @@ struct pt_leaf *pt_leaf_alloc(struct ke_mm *mm, uint32_t vpn)
 }
 
 /* Frees the leaf covering vpn if nothing in it is used any more. */
-static void pt_leaf_maybe_free(struct ke_mm *mm, uint32_t vpn)
+static void pt_leaf_maybe_free(struct mm_struct *mm, uint32_t vpn)
 {
     struct pt_mid **midp = &mm->top[vpn >> (PT_LEAF_BITS + PT_MID_BITS)];
     struct pt_leaf **leafp;
@@ -89,7 +88,7 @@ static void pt_leaf_maybe_free(struct ke_mm *mm, uint32_t vpn)
 int ke_mm_new(ke_machine *m, uint32_t *mm_out)
 {
     uint32_t id;
-    struct ke_mm *mm;
+    struct mm_struct *mm;
     if (!m || !mm_out)
         return -EINVAL;
     id = m->mm_free_head;
@@ -112,16 +111,26 @@ int ke_mm_new(ke_machine *m, uint32_t *mm_out)
     return 0;
 }
 
-/* Clears pte i of leaf (vpn) and everything hanging on it. */
-static void pte_zap(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
+/*
+ * Frees the rmap_item of pte i of leaf, if it has one, and with it the
+ * slot's place in nr_used when no pte holds that (see struct pt_leaf).
+ */
+void leaf_item_drop(ke_machine *m, struct pt_leaf *leaf, uint32_t i)
+{
+    rmap_id item = leaf_item(m, leaf, i);
+    if (!item.idx)
+        return;
+    ksm_item_unmap(m, item);
+    if (leaf->pte[i] == PTE_NONE)
+        leaf->nr_used--;
+}
+
+/* Clears pte i of leaf and everything hanging on it. */
+static void pte_zap(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
                     uint32_t i)
 {
-    uint32_t pte = leaf->pte[i], idx = leaf_item(m, leaf, i);
-    if (idx) {
-        ksm_item_unmap(m, idx);
-        if (!pte)
-            leaf->nr_used--;
-    }
+    uint32_t pte = leaf->pte[i];
+    leaf_item_drop(m, leaf, i);
     if (!pte)
         return;
     leaf->pte[i] = PTE_NONE;
@@ -132,71 +141,109 @@ static void pte_zap(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
         return;
     }
     mm->rss_pages--;
-    ke_frame_put(m, pte - 1);
+    frame_put(m, pte - 1);
 }
 
-/* Visits every allocated leaf overlapping [vpn, vpn + n) in order. */
-#define FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, body)                    \
-    do {                                                                      \
-        uint64_t _v = (vpn), _end = (uint64_t)(vpn) + (n);                    \
-        while (_v < _end) {                                                   \
-            uint64_t _leaf_end = (_v | (PT_LEAF_SIZE - 1)) + 1;               \
-            struct pt_leaf *leaf = pt_leaf_lookup((mm), (uint32_t)_v);        \
-            uint32_t first = (uint32_t)(_v & (PT_LEAF_SIZE - 1));             \
-            uint32_t last = (uint32_t)(((_leaf_end < _end ? _leaf_end : _end) \
-                                        - 1) & (PT_LEAF_SIZE - 1));           \
-            uint32_t _leaf_vpn = (uint32_t)_v;                                \
-            (void)_leaf_vpn;                                                  \
-            if (leaf) {                                                       \
-                body                                                          \
-            } else {                                                          \
-                struct pt_mid *_mid =                                         \
-                    (mm)->top[_v >> (PT_LEAF_BITS + PT_MID_BITS)];            \
-                if (!_mid) /* skip the whole middle table */                  \
-                    _leaf_end = ((_v >> (PT_LEAF_BITS + PT_MID_BITS)) + 1)    \
-                                << (PT_LEAF_BITS + PT_MID_BITS);              \
-            }                                                                 \
-            _v = _leaf_end;                                                   \
-        }                                                                     \
-    } while (0)
-
-static int check_range(uint64_t addr, uint64_t len, uint64_t *vpn,
-                       uint64_t *npages)
+/*
+ * The calls over bytes: -EFAULT unless [addr, addr + len) lies in the
+ * address space.
+ */
+static int byte_range_ok(uint64_t addr, uint64_t len)
 {
-    if ((addr | len) & (PAGE_SIZE - 1))
+    return addr < TASK_END && len <= TASK_END - addr ? 0 : -EFAULT;
+}
+
+/*
+ * The arguments of the calls over whole pages: the mm of id (-ESRCH) and
+ * the vpns [*from, *to) of the page aligned byte range [addr, addr + len)
+ * inside the address space (-EINVAL).
+ */
+static int mm_page_range(const ke_machine *m, uint32_t id, uint64_t addr,
+                         uint64_t len, struct mm_struct **mmp, uint64_t *from,
+                         uint64_t *to)
+{
+    *mmp = mm_get(m, id);
+    if (!*mmp)
+        return -ESRCH;
+    if ((addr | len) & (PAGE_SIZE - 1) || byte_range_ok(addr, len))
         return -EINVAL;
-    *vpn = addr >> PAGE_SHIFT;
-    *npages = len >> PAGE_SHIFT;
-    if (*vpn > VPN_MAX || *npages > VPN_MAX + 1 - *vpn)
-        return -EINVAL;
+    *from = addr >> PAGE_SHIFT;
+    *to = (addr + len) >> PAGE_SHIFT;
+    return 0;
+}
+
+/*
+ * Where page vpn meets the byte range [addr, addr + len), which it must:
+ * returns the offset in the page, and sets *at to the offset in the range
+ * and *chunk to the bytes in common.
+ */
+static inline uint64_t page_span(uint64_t addr, uint64_t len, uint64_t vpn,
+                                 uint64_t *at, uint64_t *chunk)
+{
+    uint64_t start = vpn << PAGE_SHIFT, off = 0;
+    if (start < addr) {
+        off = addr - start;
+        start = addr;
+    }
+    *at = start - addr;
+    *chunk = PAGE_SIZE - off;
+    if (*chunk > len - *at)
+        *chunk = len - *at;
+    return off;
+}
+
+/*
+ * Can a call that needs `need` new frames go ahead?  -ENOMEM if not (or
+ * if an injected fault says so), with *frames_short (if given) set to how
+ * many frames are missing, at least 1.
+ */
+static int frames_reserve(ke_machine *m, uint64_t need, uint64_t *frames_short)
+{
+    if (need <= m->free_frames && !(need && fault_fires(m, KE_FAULT_FRAME_ALLOC)))
+        return 0;
+    if (frames_short)
+        *frames_short = need > m->free_frames ? need - m->free_frames : 1;
+    return -ENOMEM;
+}
+
+/*
+ * Over whole pages of mm id: clears the ptes and everything hanging on
+ * them (zap), or drops the rmap_items only; frees the leaves left empty.
+ */
+static int mm_clear(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
+                    bool zap)
+{
+    struct mm_struct *mm;
+    struct leaf_walk w;
+    uint64_t from, to;
+    int err = mm_page_range(m, id, addr, len, &mm, &from, &to);
+    if (err)
+        return err;
+    FOR_EACH_LEAF(mm, &w, from, to) {
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            if (zap)
+                pte_zap(m, mm, w.leaf, i);
+            else
+                leaf_item_drop(m, w.leaf, i);
+        }
+        pt_leaf_maybe_free(mm, w.base);
+    }
+    ke_release_flush(m);
     return 0;
 }
 
 int ke_mm_unmap(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t vpn, n;
-    int err;
-    if (!mm)
-        return -ESRCH;
-    if ((err = check_range(addr, len, &vpn, &n)))
-        return err;
-    FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
-        for (uint32_t i = first; i <= last; i++)
-            pte_zap(m, mm, leaf, i);
-        pt_leaf_maybe_free(mm, _leaf_vpn);
-    });
-    ke_release_flush(m);
-    return 0;
+    return mm_clear(m, id, addr, len, true);
 }
 
 int ke_mm_destroy(ke_machine *m, uint32_t id)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     int err;
     if (!mm)
         return -ESRCH;
-    err = ke_mm_unmap(m, id, 0, (VPN_MAX + 1) << PAGE_SHIFT);
+    err = ke_mm_unmap(m, id, 0, TASK_END);
     assert(!err);
     (void)err;
     assert(mm->rss_pages == 0 && mm->ksm_rmap_items == 0);
@@ -210,22 +257,20 @@ int ke_mm_destroy(ke_machine *m, uint32_t id)
 
 int ke_mm_fork(ke_machine *m, uint32_t parent, uint32_t child)
 {
-    struct ke_mm *pm = ke_mm_get(m, parent), *cm = ke_mm_get(m, child);
+    struct mm_struct *pm = mm_get(m, parent), *cm = mm_get(m, child);
+    struct leaf_walk w;
     if (!pm || !cm || parent == child)
         return -ESRCH;
     if (cm->rss_pages || cm->ksm_zero_pages || cm->ksm_rmap_items)
         return -EINVAL; /* the child must be a fresh mm */
-    FOR_EACH_LEAF(pm, 0, VPN_MAX + 1, leaf, first, last, {
-        struct pt_leaf *cl;
-        (void)first;
-        (void)last;
-        cl = pt_leaf_alloc(cm, _leaf_vpn);
+    FOR_EACH_LEAF(pm, &w, 0, VPN_END) {
+        struct pt_leaf *cl = pt_leaf_alloc(cm, w.base);
         if (!cl) {
-            ke_mm_unmap(m, child, 0, (VPN_MAX + 1) << PAGE_SHIFT);
+            ke_mm_unmap(m, child, 0, TASK_END);
             return -ENOMEM;
         }
-        for (uint32_t i = 0; i < PT_LEAF_SIZE; i++) {
-            uint32_t pte = leaf->pte[i];
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            uint32_t pte = w.leaf->pte[i];
             if (!pte)
                 continue;
             cl->pte[i] = pte;
@@ -240,8 +285,8 @@ int ke_mm_fork(ke_machine *m, uint32_t parent, uint32_t child)
             }
         }
         if (!cl->nr_used)
-            pt_leaf_maybe_free(cm, _leaf_vpn);
-    });
+            pt_leaf_maybe_free(cm, w.base);
+    }
     return 0;
 }
 
@@ -249,10 +294,16 @@ int ke_mm_fork(ke_machine *m, uint32_t parent, uint32_t child)
 static inline bool pte_needs_frame(const ke_machine *m, uint32_t pte)
 {
     uint32_t c;
-    if (pte == PTE_NONE || pte == PTE_ZERO)
+    if (!pte_present(pte))
         return true;
     c = m->frames[pte - 1].count;
     return (c & FR_KSM) || (c & FR_MAPCOUNT_MASK) > 1;
+}
+
+/* Does pte share a page through KSM (a KSM frame, or the zero page)? */
+static inline bool pte_ksm_shared(const ke_machine *m, uint32_t pte)
+{
+    return pte == PTE_ZERO || (pte_present(pte) && (m->frames[pte - 1].count & FR_KSM));
 }
 
 /*
@@ -261,83 +312,73 @@ static inline bool pte_needs_frame(const ke_machine *m, uint32_t pte)
  * made sure a frame is free.  full_overwrite: the caller will overwrite the
  * whole page, so the old contents need not be copied.
  */
-static void pte_make_private(ke_machine *m, struct ke_mm *mm,
+static void pte_make_private(ke_machine *m, struct mm_struct *mm,
                              struct pt_leaf *leaf, uint32_t i,
                              bool full_overwrite)
 {
     uint32_t pte = leaf->pte[i], pfn;
-    bool from_frame = pte != PTE_NONE && pte != PTE_ZERO;
-    uint32_t idx = leaf_item(m, leaf, i);
+    bool from_frame = pte_present(pte);
+    rmap_id item = leaf_item(m, leaf, i);
 
-    pfn = ke_frame_alloc(m, !full_overwrite && !from_frame);
+    pfn = frame_alloc(m, !full_overwrite && !from_frame);
     assert(pfn != PFN_NONE);
     m->frames[pfn].count++;
     if (from_frame && !full_overwrite)
         memcpy(frame_mem(m, pfn), frame_mem(m, pte - 1), PAGE_SIZE);
-    if (idx)
-        ksm_item_leave_stable(m, idx);
+    if (item.idx)
+        ksm_item_leave_stable(m, item);
     leaf->pte[i] = pfn + 1;
     mm->rss_pages++;
     if (pte == PTE_NONE) {
-        if (!idx)
+        if (!item.idx)
             leaf->nr_used++;
     } else if (pte == PTE_ZERO) {
         mm->ksm_zero_pages--;
         m->st.ksm_zero_pages--;
     } else {
         mm->rss_pages--;
-        ke_frame_put(m, pte - 1);
+        frame_put(m, pte - 1);
     }
 }
 
 /* Breaks sharing of one KSM (or KSM zero page) pte; -ENOMEM if no frame. */
-int ke_break_cow_pte(ke_machine *m, struct ke_mm *mm, struct pt_leaf *leaf,
-                     uint32_t i)
+int break_cow_pte(ke_machine *m, struct mm_struct *mm, struct pt_leaf *leaf,
+                  uint32_t i)
 {
-    if (m->free_head == PFN_NONE || ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))
+    if (m->free_head == PFN_NONE || fault_fires(m, KE_FAULT_FRAME_ALLOC))
         return -ENOMEM;
     pte_make_private(m, mm, leaf, i, false);
     return 0;
 }
 
 /*
- * Counts the frames writing [vpn, vpn + n) needs.  Looks only: a page
+ * Counts the frames writing the vpns [from, to) needs.  Looks only: a page
  * without a leaf needs a frame like a pte that maps nothing, so a write
  * that fails for want of frames allocates no page table on the way (a fill
  * of a huge area must not build tables for all of it first).
  */
 static uint64_t count_frames_needed(const ke_machine *m,
-                                    const struct ke_mm *mm, uint64_t vpn,
-                                    uint64_t n)
+                                    const struct mm_struct *mm, uint64_t from,
+                                    uint64_t to)
 {
-    uint64_t need = 0;
-    for (uint64_t v = vpn; v < vpn + n;) {
-        const struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)v);
-        uint64_t leaf_end = (v | (PT_LEAF_SIZE - 1)) + 1;
-        if (leaf_end > vpn + n)
-            leaf_end = vpn + n;
-        if (!leaf) {
-            need += leaf_end - v;
-            v = leaf_end;
-            continue;
-        }
-        for (; v < leaf_end; v++)
-            need += pte_needs_frame(m, leaf->pte[v & (PT_LEAF_SIZE - 1)]);
-    }
+    uint64_t need = to - from; /* less the ptes that need none: */
+    struct leaf_walk w;
+    FOR_EACH_LEAF(mm, &w, from, to)
+        for (uint32_t i = w.first; i < w.stop; i++)
+            need -= !pte_needs_frame(m, w.leaf->pte[i]);
     return need;
 }
 
 /*
- * Allocates the missing leaves of [vpn, vpn + n) (after the frame count
+ * Allocates the missing leaves of the vpns [from, to) (after the frame count
  * said the write can go ahead).  On -ENOMEM frees again the leaves it made,
  * which are still empty, so the failed write changed nothing.
  */
-static int alloc_leaves(struct ke_mm *mm, uint64_t vpn, uint64_t n)
+static int alloc_leaves(struct mm_struct *mm, uint64_t from, uint64_t to)
 {
-    uint64_t v, end = vpn + n;
-    for (v = vpn; v < end; v = (v | (PT_LEAF_SIZE - 1)) + 1) {
+    for (uint64_t v = from; v < to; v = (v | (PT_LEAF_SIZE - 1)) + 1) {
         if (!pt_leaf_alloc(mm, (uint32_t)v)) {
-            for (uint64_t u = vpn; u <= v; u = (u | (PT_LEAF_SIZE - 1)) + 1)
+            for (uint64_t u = from; u <= v; u = (u | (PT_LEAF_SIZE - 1)) + 1)
                 pt_leaf_maybe_free(mm, (uint32_t)u);
             return -ENOMEM;
         }
@@ -350,8 +391,9 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
                     const uint8_t *buf, int byte, uint64_t len,
                     uint64_t *frames_short)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t first_vpn, last_vpn, done = 0, need;
+    struct mm_struct *mm = mm_get(m, id);
+    uint64_t from, to, need;
+    struct leaf_walk w;
     int err;
 
     if (frames_short)
@@ -360,46 +402,34 @@ static int mm_store(ke_machine *m, uint32_t id, uint64_t addr,
         return -ESRCH;
     if (len == 0)
         return 0;
-    if (addr >= ((VPN_MAX + 1) << PAGE_SHIFT) ||
-        len > ((VPN_MAX + 1) << PAGE_SHIFT) - addr)
-        return -EFAULT;
-    first_vpn = addr >> PAGE_SHIFT;
-    last_vpn = (addr + len - 1) >> PAGE_SHIFT;
-    need = count_frames_needed(m, mm, first_vpn, last_vpn - first_vpn + 1);
-    if (need > m->free_frames ||
-        (need && ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
-        if (frames_short)
-            *frames_short = need > m->free_frames ? need - m->free_frames : 1;
-        return -ENOMEM;
-    }
-    if ((err = alloc_leaves(mm, first_vpn, last_vpn - first_vpn + 1)))
+    if ((err = byte_range_ok(addr, len)))
+        return err;
+    from = addr >> PAGE_SHIFT;
+    to = ((addr + len - 1) >> PAGE_SHIFT) + 1;
+    need = count_frames_needed(m, mm, from, to);
+    if ((err = frames_reserve(m, need, frames_short)))
+        return err;
+    if ((err = alloc_leaves(mm, from, to)))
         return err;
     if (need >= POPULATE_MIN_PAGES)
-        ke_frames_populate(m, need);
-    for (uint64_t vpn = first_vpn; vpn <= last_vpn; vpn++) {
-        struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)vpn);
-        uint32_t i = (uint32_t)(vpn & (PT_LEAF_SIZE - 1));
-        uint64_t off = vpn == first_vpn ? addr & (PAGE_SIZE - 1) : 0;
-        uint64_t chunk = PAGE_SIZE - off;
-        uint8_t *dst;
-        if (chunk > len - done)
-            chunk = len - done;
-        assert(leaf);
-        if (pte_needs_frame(m, leaf->pte[i]))
-            pte_make_private(m, mm, leaf, i, chunk == PAGE_SIZE);
-        dst = frame_mem(m, leaf->pte[i] - 1) + off;
-        if (buf)
-            memcpy(dst, buf + done, chunk);
-        else
-            memset(dst, byte, chunk);
-        if (leaf->rchunk) {
-            uint32_t idx = leaf_item(m, leaf, i);
-            if (idx)
-                ksm_item_write_hook(m, idx, dst - off);
+        frames_populate(m, need);
+    FOR_EACH_LEAF(mm, &w, from, to) {
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            uint64_t at, chunk, off = page_span(addr, len, w.base | i, &at, &chunk);
+            uint8_t *page;
+            rmap_id item;
+            if (pte_needs_frame(m, w.leaf->pte[i]))
+                pte_make_private(m, mm, w.leaf, i, chunk == PAGE_SIZE);
+            page = frame_mem(m, w.leaf->pte[i] - 1);
+            if (buf)
+                memcpy(page + off, buf + at, chunk);
+            else
+                memset(page + off, byte, chunk);
+            if ((item = leaf_item(m, w.leaf, i)).idx)
+                ksm_item_write_hook(m, item, page);
         }
-        done += chunk;
     }
-    ke_frames_populate_end(m);
+    frames_populate_end(m);
     ke_release_flush(m);
     return 0;
 }
@@ -423,70 +453,58 @@ int ke_mm_fill(ke_machine *m, uint32_t mm, uint64_t addr, int byte,
 int ke_mm_read(ke_machine *m, uint32_t id, uint64_t addr, void *buf,
                uint64_t len)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
+    struct mm_struct *mm = mm_get(m, id);
     uint8_t *out = buf;
-    uint64_t done = 0;
+    uint64_t done = 0; /* bytes of buf filled */
+    struct leaf_walk w;
+    int err;
     if (!mm)
         return -ESRCH;
     if (len == 0)
         return 0;
     if (!buf)
         return -EINVAL;
-    if (addr >= ((VPN_MAX + 1) << PAGE_SHIFT) ||
-        len > ((VPN_MAX + 1) << PAGE_SHIFT) - addr)
-        return -EFAULT;
-    while (done < len) {
-        uint64_t a = addr + done, off = a & (PAGE_SIZE - 1);
-        uint64_t chunk = PAGE_SIZE - off;
-        struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)(a >> PAGE_SHIFT));
-        uint32_t pte = leaf ? leaf->pte[(a >> PAGE_SHIFT) & (PT_LEAF_SIZE - 1)]
-                            : PTE_NONE;
-        if (chunk > len - done)
-            chunk = len - done;
-        if (pte == PTE_NONE || pte == PTE_ZERO)
-            memset(out + done, 0, chunk);
-        else
-            memcpy(out + done, frame_mem(m, pte - 1) + off, chunk);
-        done += chunk;
+    if ((err = byte_range_ok(addr, len)))
+        return err;
+    FOR_EACH_LEAF(mm, &w, addr >> PAGE_SHIFT, ((addr + len - 1) >> PAGE_SHIFT) + 1) {
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            uint64_t at, chunk, off = page_span(addr, len, w.base | i, &at, &chunk);
+            uint32_t pte = w.leaf->pte[i];
+            memset(out + done, 0, at - done); /* pages without a leaf */
+            if (pte_present(pte))
+                memcpy(out + at, frame_mem(m, pte - 1) + off, chunk);
+            else
+                memset(out + at, 0, chunk);
+            done = at + chunk;
+        }
     }
+    memset(out + done, 0, len - done);
     return 0;
 }
 
 int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
                   uint64_t *frames_short)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t vpn, n, need = 0;
+    struct mm_struct *mm;
+    struct leaf_walk w;
+    uint64_t from, to, need = 0;
     int err;
     if (frames_short)
         *frames_short = 0;
-    if (!mm)
-        return -ESRCH;
-    if ((err = check_range(addr, len, &vpn, &n)))
+    if ((err = mm_page_range(m, id, addr, len, &mm, &from, &to)))
         return err;
-    FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
-        for (uint32_t i = first; i <= last; i++) {
-            uint32_t pte = leaf->pte[i];
-            need += pte == PTE_ZERO ||
-                    (pte && (m->frames[pte - 1].count & FR_KSM));
-        }
-    });
-    if (need > m->free_frames ||
-        (need && ke_fault_fires(m, KE_FAULT_FRAME_ALLOC))) {
-        if (frames_short)
-            *frames_short = need > m->free_frames ? need - m->free_frames : 1;
-        return -ENOMEM;
-    }
+    FOR_EACH_LEAF(mm, &w, from, to)
+        for (uint32_t i = w.first; i < w.stop; i++)
+            need += pte_ksm_shared(m, w.leaf->pte[i]);
+    if ((err = frames_reserve(m, need, frames_short)))
+        return err;
     if (need >= POPULATE_MIN_PAGES)
-        ke_frames_populate(m, need);
-    FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
-        for (uint32_t i = first; i <= last; i++) {
-            uint32_t pte = leaf->pte[i];
-            if (pte == PTE_ZERO || (pte && (m->frames[pte - 1].count & FR_KSM)))
-                pte_make_private(m, mm, leaf, i, false);
-        }
-    });
-    ke_frames_populate_end(m);
+        frames_populate(m, need);
+    FOR_EACH_LEAF(mm, &w, from, to)
+        for (uint32_t i = w.first; i < w.stop; i++)
+            if (pte_ksm_shared(m, w.leaf->pte[i]))
+                pte_make_private(m, mm, w.leaf, i, false);
+    frames_populate_end(m);
     ke_release_flush(m);
     return 0;
 }
@@ -494,30 +512,12 @@ int ke_mm_unmerge(ke_machine *m, uint32_t id, uint64_t addr, uint64_t len,
 int ke_mm_drop_rmap_items(ke_machine *m, uint32_t id, uint64_t addr,
                           uint64_t len)
 {
-    struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t vpn, n;
-    int err;
-    if (!mm)
-        return -ESRCH;
-    if ((err = check_range(addr, len, &vpn, &n)))
-        return err;
-    FOR_EACH_LEAF(mm, vpn, n, leaf, first, last, {
-        for (uint32_t i = first; i <= last; i++) {
-            uint32_t idx = leaf_item(m, leaf, i);
-            if (!idx)
-                continue;
-            ksm_item_unmap(m, idx);
-            if (!leaf->pte[i])
-                leaf->nr_used--;
-        }
-        pt_leaf_maybe_free(mm, _leaf_vpn);
-    });
-    return 0;
+    return mm_clear(m, id, addr, len, false);
 }
 
 int ke_mm_stat(const ke_machine *m, uint32_t id, struct ke_mm_stat *out)
 {
-    const struct ke_mm *mm = ke_mm_get(m, id);
+    const struct mm_struct *mm = mm_get(m, id);
     if (!mm)
         return -ESRCH;
     if (!out)
@@ -529,20 +529,16 @@ int ke_mm_stat(const ke_machine *m, uint32_t id, struct ke_mm_stat *out)
     return 0;
 }
 
-static void pte_describe(const ke_machine *m, uint32_t pte, uint32_t *pfn,
-                         uint32_t *flags)
+/* Describes pte as ke_mm_ptes() does, in pfns[k] and flags[k] (either may be NULL). */
+static void pte_describe(const ke_machine *m, uint32_t pte, uint32_t *pfns,
+                         uint8_t *flags, uint64_t k)
 {
-    if (pte == PTE_NONE) {
-        *pfn = PFN_NONE;
-        *flags = KE_PTE_NONE;
-    } else if (pte == PTE_ZERO) {
-        *pfn = PFN_NONE;
-        *flags = KE_PTE_ZERO;
-    } else {
-        *pfn = pte - 1;
-        *flags = KE_PTE_PRESENT |
-                 ((m->frames[pte - 1].count & FR_KSM) ? KE_PTE_KSM : 0);
-    }
+    if (pfns)
+        pfns[k] = pte_pfn(pte);
+    if (flags)
+        flags[k] = pte == PTE_NONE ? KE_PTE_NONE
+                 : pte == PTE_ZERO ? KE_PTE_ZERO
+                 : KE_PTE_PRESENT | ((m->frames[pte - 1].count & FR_KSM) ? KE_PTE_KSM : 0);
 }
 
 int ke_mm_pte(const ke_machine *m, uint32_t id, uint64_t addr,
@@ -564,24 +560,22 @@ int ke_mm_pte(const ke_machine *m, uint32_t id, uint64_t addr,
 int ke_mm_ptes(const ke_machine *m, uint32_t id, uint64_t addr,
                uint64_t npages, uint32_t *pfns, uint8_t *flags)
 {
-    const struct ke_mm *mm = ke_mm_get(m, id);
-    uint64_t vpn, n;
+    struct mm_struct *mm;
+    struct leaf_walk w;
+    uint64_t from, to, k = 0; /* pages described */
     int err;
-    if (!mm)
-        return -ESRCH;
-    if (npages > VPN_MAX + 1)
-        return -EINVAL;
-    if ((err = check_range(addr, npages << PAGE_SHIFT, &vpn, &n)))
+    if (npages > VPN_END) /* (npages << PAGE_SHIFT would wrap) */
+        return mm_get(m, id) ? -EINVAL : -ESRCH;
+    if ((err = mm_page_range(m, id, addr, npages << PAGE_SHIFT, &mm, &from, &to)))
         return err;
-    for (uint64_t k = 0; k < n; k++) {
-        struct pt_leaf *leaf = pt_leaf_lookup(mm, (uint32_t)(vpn + k));
-        uint32_t pte = leaf ? leaf->pte[(vpn + k) & (PT_LEAF_SIZE - 1)] : 0;
-        uint32_t pfn, fl;
-        pte_describe(m, pte, &pfn, &fl);
-        if (pfns)
-            pfns[k] = pfn;
-        if (flags)
-            flags[k] = (uint8_t)fl;
+    FOR_EACH_LEAF(mm, &w, from, to) {
+        for (uint32_t i = w.first; i < w.stop; i++) {
+            for (; k < (w.base | i) - from; k++)
+                pte_describe(m, PTE_NONE, pfns, flags, k); /* no leaf there */
+            pte_describe(m, w.leaf->pte[i], pfns, flags, k++);
+        }
     }
+    for (; k < npages; k++)
+        pte_describe(m, PTE_NONE, pfns, flags, k);
     return 0;
 }

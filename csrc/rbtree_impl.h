@@ -1,219 +1,160 @@
 /*
- * rbtree_impl.h - a red-black tree over records named by uint32 indices
- * (0 is "nil"), instantiated once per tree type by including this file
- * with these macros defined (each may use a variable `m`, the machine):
+ * rbtree_impl.h - a red-black tree over records named by handles (a struct
+ * holding a uint32_t idx, 0 is "nil"; see internal.h), instantiated once
+ * per tree type by including this file with these macros defined (each
+ * may use a variable `m`, the machine); it #undefs them at its end:
  *
- *   RB_FN(name)     name of a generated function
- *   RB_L(i) RB_R(i) RB_P(i)   lvalues: left, right, parent index of i
- *   RB_RED(i)       nonzero if i is red (never called with 0)
- *   RB_SET_RED(i) RB_SET_BLACK(i) RB_COPY_COLOR(dst, src)
+ *   RB_FN(name)        name of a generated function
+ *   RB_T               the handle type
+ *   RB_LINK(x, k)      lvalue: child k of x (0 left, 1 right), or with
+ *                      k = RB_PARENT its parent
+ *   RB_RED(x)          nonzero if x is red (never called with nil)
+ *   RB_SET_COLOR(x, red)
  *
  * The caller descends the tree itself (comparing page contents), links the
  * new node as a red leaf (RB_FN(link)), and calls RB_FN(insert_color).
  * Generated: link, insert_color, erase, replace.  Same algorithms as any
- * textbook red-black tree (CLRS chapter 13); nil is black and never written.
+ * textbook red-black tree (CLRS chapter 13; Linux's lib/rbtree.c does the
+ * same with pointers), nil black and never written.  The textbook writes
+ * each fix-up twice, once per mirror image; here it is written once, for
+ * the side `dir` the case is on (0 where the textbook's is left), !dir
+ * being the other.
  */
-#define RB_IS_RED(i) ((i) && RB_RED(i))
+#define RB_PARENT 2
+#define RB_P(x) RB_LINK(x, RB_PARENT)
+#define RB_IS(x) ((x).idx != 0)
+#define RB_SAME(a, b) ((a).idx == (b).idx)
+#define RB_IS_RED(x) (RB_IS(x) && RB_RED(x))
+#define RB_NIL ((RB_T){0})
 
-static void RB_FN(rotate_left)(ke_machine *m, uint32_t *root, uint32_t x)
+/* Puts `repl` where `old` hangs under p (p nil: at the root). */
+static inline void RB_FN(replace_child)(ke_machine *m, RB_T *root, RB_T p,
+                                        RB_T old, RB_T repl)
 {
-    uint32_t y = RB_R(x), p = RB_P(x);
-    RB_R(x) = RB_L(y);
-    if (RB_L(y))
-        RB_P(RB_L(y)) = x;
-    RB_P(y) = p;
-    if (!p)
-        *root = y;
-    else if (x == RB_L(p))
-        RB_L(p) = y;
+    if (!RB_IS(p))
+        *root = repl;
     else
-        RB_R(p) = y;
-    RB_L(y) = x;
+        RB_LINK(p, RB_SAME(RB_LINK(p, 0), old) ? 0 : 1) = repl;
+}
+
+/* Rotates x down to side dir, its child on the other side taking its place. */
+static void RB_FN(rotate)(ke_machine *m, RB_T *root, RB_T x, int dir)
+{
+    RB_T y = RB_LINK(x, !dir);
+    RB_LINK(x, !dir) = RB_LINK(y, dir);
+    if (RB_IS(RB_LINK(y, dir)))
+        RB_P(RB_LINK(y, dir)) = x;
+    RB_P(y) = RB_P(x);
+    RB_FN(replace_child)(m, root, RB_P(x), x, y);
+    RB_LINK(y, dir) = x;
     RB_P(x) = y;
 }
 
-static void RB_FN(rotate_right)(ke_machine *m, uint32_t *root, uint32_t x)
+/* Links node as a red leaf under parent (nil: the root), on side dir. */
+static void RB_FN(link)(ke_machine *m, RB_T *root, RB_T node, RB_T parent,
+                        int dir)
 {
-    uint32_t y = RB_L(x), p = RB_P(x);
-    RB_L(x) = RB_R(y);
-    if (RB_R(y))
-        RB_P(RB_R(y)) = x;
-    RB_P(y) = p;
-    if (!p)
-        *root = y;
-    else if (x == RB_R(p))
-        RB_R(p) = y;
-    else
-        RB_L(p) = y;
-    RB_R(y) = x;
-    RB_P(x) = y;
-}
-
-/* Links node as a red leaf under parent (0: the root), on the left if go_left. */
-static void RB_FN(link)(ke_machine *m, uint32_t *root, uint32_t node,
-                        uint32_t parent, int go_left)
-{
-    RB_L(node) = RB_R(node) = 0;
+    RB_LINK(node, 0) = RB_LINK(node, 1) = RB_NIL;
     RB_P(node) = parent;
-    RB_SET_RED(node);
-    if (!parent)
+    RB_SET_COLOR(node, 1);
+    if (!RB_IS(parent))
         *root = node;
-    else if (go_left)
-        RB_L(parent) = node;
     else
-        RB_R(parent) = node;
+        RB_LINK(parent, dir) = node;
 }
 
-static void RB_FN(insert_color)(ke_machine *m, uint32_t *root, uint32_t z)
+static void RB_FN(insert_color)(ke_machine *m, RB_T *root, RB_T z)
 {
-    uint32_t p, g, u;
-    while ((p = RB_P(z)) && RB_RED(p)) {
+    RB_T p, g, u;
+    while (RB_IS(p = RB_P(z)) && RB_RED(p)) {
+        int dir;
         g = RB_P(p);
-        if (p == RB_L(g)) {
-            u = RB_R(g);
-            if (RB_IS_RED(u)) {
-                RB_SET_BLACK(p);
-                RB_SET_BLACK(u);
-                RB_SET_RED(g);
-                z = g;
-                continue;
-            }
-            if (z == RB_R(p)) {
-                RB_FN(rotate_left)(m, root, p);
-                z = p;
-                p = RB_P(z);
-            }
-            RB_SET_BLACK(p);
-            RB_SET_RED(g);
-            RB_FN(rotate_right)(m, root, g);
-        } else {
-            u = RB_L(g);
-            if (RB_IS_RED(u)) {
-                RB_SET_BLACK(p);
-                RB_SET_BLACK(u);
-                RB_SET_RED(g);
-                z = g;
-                continue;
-            }
-            if (z == RB_L(p)) {
-                RB_FN(rotate_right)(m, root, p);
-                z = p;
-                p = RB_P(z);
-            }
-            RB_SET_BLACK(p);
-            RB_SET_RED(g);
-            RB_FN(rotate_left)(m, root, g);
+        dir = RB_SAME(p, RB_LINK(g, 0)) ? 0 : 1; /* p's side under g */
+        u = RB_LINK(g, !dir);
+        if (RB_IS_RED(u)) {
+            RB_SET_COLOR(p, 0);
+            RB_SET_COLOR(u, 0);
+            RB_SET_COLOR(g, 1);
+            z = g;
+            continue;
         }
+        if (RB_SAME(z, RB_LINK(p, !dir))) {
+            RB_FN(rotate)(m, root, p, dir);
+            z = p;
+            p = RB_P(z);
+        }
+        RB_SET_COLOR(p, 0);
+        RB_SET_COLOR(g, 1);
+        RB_FN(rotate)(m, root, g, !dir);
     }
-    RB_SET_BLACK(*root);
+    RB_SET_COLOR(*root, 0);
 }
 
 /* Puts `repl` (not in the tree) where `old` is, with old's colour. */
-static void RB_FN(replace)(ke_machine *m, uint32_t *root, uint32_t old,
-                           uint32_t repl)
+static void RB_FN(replace)(ke_machine *m, RB_T *root, RB_T old, RB_T repl)
 {
-    uint32_t p = RB_P(old);
-    RB_L(repl) = RB_L(old);
-    RB_R(repl) = RB_R(old);
-    RB_P(repl) = p;
-    RB_COPY_COLOR(repl, old);
-    if (!p)
-        *root = repl;
-    else if (RB_L(p) == old)
-        RB_L(p) = repl;
-    else
-        RB_R(p) = repl;
-    if (RB_L(repl))
-        RB_P(RB_L(repl)) = repl;
-    if (RB_R(repl))
-        RB_P(RB_R(repl)) = repl;
+    RB_LINK(repl, 0) = RB_LINK(old, 0);
+    RB_LINK(repl, 1) = RB_LINK(old, 1);
+    RB_P(repl) = RB_P(old);
+    RB_SET_COLOR(repl, RB_RED(old) != 0);
+    RB_FN(replace_child)(m, root, RB_P(old), old, repl);
+    for (int k = 0; k < 2; k++)
+        if (RB_IS(RB_LINK(repl, k)))
+            RB_P(RB_LINK(repl, k)) = repl;
 }
 
-static void RB_FN(erase_color)(ke_machine *m, uint32_t *root, uint32_t x,
-                               uint32_t xp)
+static void RB_FN(erase_color)(ke_machine *m, RB_T *root, RB_T x, RB_T xp)
 {
-    uint32_t w;
-    while (x != *root && !RB_IS_RED(x)) {
-        if (x == RB_L(xp)) {
-            w = RB_R(xp);
-            if (RB_IS_RED(w)) {
-                RB_SET_BLACK(w);
-                RB_SET_RED(xp);
-                RB_FN(rotate_left)(m, root, xp);
-                w = RB_R(xp);
-            }
-            if (!RB_IS_RED(RB_L(w)) && !RB_IS_RED(RB_R(w))) {
-                RB_SET_RED(w);
-                x = xp;
-                xp = RB_P(x);
-            } else {
-                if (!RB_IS_RED(RB_R(w))) {
-                    RB_SET_BLACK(RB_L(w));
-                    RB_SET_RED(w);
-                    RB_FN(rotate_right)(m, root, w);
-                    w = RB_R(xp);
-                }
-                RB_COPY_COLOR(w, xp);
-                RB_SET_BLACK(xp);
-                RB_SET_BLACK(RB_R(w));
-                RB_FN(rotate_left)(m, root, xp);
-                x = *root;
-                break;
-            }
-        } else {
-            w = RB_L(xp);
-            if (RB_IS_RED(w)) {
-                RB_SET_BLACK(w);
-                RB_SET_RED(xp);
-                RB_FN(rotate_right)(m, root, xp);
-                w = RB_L(xp);
-            }
-            if (!RB_IS_RED(RB_L(w)) && !RB_IS_RED(RB_R(w))) {
-                RB_SET_RED(w);
-                x = xp;
-                xp = RB_P(x);
-            } else {
-                if (!RB_IS_RED(RB_L(w))) {
-                    RB_SET_BLACK(RB_R(w));
-                    RB_SET_RED(w);
-                    RB_FN(rotate_left)(m, root, w);
-                    w = RB_L(xp);
-                }
-                RB_COPY_COLOR(w, xp);
-                RB_SET_BLACK(xp);
-                RB_SET_BLACK(RB_L(w));
-                RB_FN(rotate_right)(m, root, xp);
-                x = *root;
-                break;
-            }
+    RB_T w;
+    while (!RB_SAME(x, *root) && !RB_IS_RED(x)) {
+        int dir = RB_SAME(x, RB_LINK(xp, 0)) ? 0 : 1; /* x's side under xp */
+        w = RB_LINK(xp, !dir);
+        if (RB_IS_RED(w)) {
+            RB_SET_COLOR(w, 0);
+            RB_SET_COLOR(xp, 1);
+            RB_FN(rotate)(m, root, xp, dir);
+            w = RB_LINK(xp, !dir);
         }
+        if (!RB_IS_RED(RB_LINK(w, 0)) && !RB_IS_RED(RB_LINK(w, 1))) {
+            RB_SET_COLOR(w, 1);
+            x = xp;
+            xp = RB_P(x);
+            continue;
+        }
+        if (!RB_IS_RED(RB_LINK(w, !dir))) {
+            RB_SET_COLOR(RB_LINK(w, dir), 0);
+            RB_SET_COLOR(w, 1);
+            RB_FN(rotate)(m, root, w, !dir);
+            w = RB_LINK(xp, !dir);
+        }
+        RB_SET_COLOR(w, RB_RED(xp) != 0);
+        RB_SET_COLOR(xp, 0);
+        RB_SET_COLOR(RB_LINK(w, !dir), 0);
+        RB_FN(rotate)(m, root, xp, dir);
+        x = *root;
+        break;
     }
-    if (x)
-        RB_SET_BLACK(x);
+    if (RB_IS(x))
+        RB_SET_COLOR(x, 0);
 }
 
-static void RB_FN(erase)(ke_machine *m, uint32_t *root, uint32_t z)
+static void RB_FN(erase)(ke_machine *m, RB_T *root, RB_T z)
 {
-    uint32_t y = z, x, xp;
+    RB_T y = z, x, xp;
     int y_was_red;
-    if (RB_L(z) && RB_R(z)) {
-        y = RB_R(z);
-        while (RB_L(y))
-            y = RB_L(y);
+    if (RB_IS(RB_LINK(z, 0)) && RB_IS(RB_LINK(z, 1))) {
+        y = RB_LINK(z, 1);
+        while (RB_IS(RB_LINK(y, 0)))
+            y = RB_LINK(y, 0);
     }
-    x = RB_L(y) ? RB_L(y) : RB_R(y);
+    x = RB_IS(RB_LINK(y, 0)) ? RB_LINK(y, 0) : RB_LINK(y, 1);
     xp = RB_P(y);
     y_was_red = RB_RED(y) != 0;
-    if (x)
+    if (RB_IS(x))
         RB_P(x) = xp;
-    if (!xp)
-        *root = x;
-    else if (y == RB_L(xp))
-        RB_L(xp) = x;
-    else
-        RB_R(xp) = x;
-    if (y != z) {
-        if (xp == z)
+    RB_FN(replace_child)(m, root, xp, y, x);
+    if (!RB_SAME(y, z)) {
+        if (RB_SAME(xp, z))
             xp = y;
         RB_FN(replace)(m, root, z, y);
     }
@@ -221,4 +162,14 @@ static void RB_FN(erase)(ke_machine *m, uint32_t *root, uint32_t z)
         RB_FN(erase_color)(m, root, x, xp);
 }
 
+#undef RB_PARENT
+#undef RB_P
+#undef RB_IS
+#undef RB_SAME
 #undef RB_IS_RED
+#undef RB_NIL
+#undef RB_FN
+#undef RB_T
+#undef RB_LINK
+#undef RB_RED
+#undef RB_SET_COLOR

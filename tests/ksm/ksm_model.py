@@ -66,6 +66,9 @@ class KsmRules(RuleBasedStateMachine):
         m.ksm.sysfs["run"] = "1"
         self.procs = []          # [(Process, Model)]
         self.after_run2 = False
+        # since run=2: some area was made mergeable (madvise, prctl), which
+        # may put a KSM page run=2 left (a fork copy) in a mergeable area
+        self.marked_after_run2 = False
         for patterns in layout:
             p, mp = m.spawn(), Model()
             self.procs.append((p, mp))
@@ -201,6 +204,8 @@ class KsmRules(RuleBasedStateMachine):
         for x in covered:
             if x in mp.pages:
                 mp.mergeable[x] = merge
+        if merge:
+            self.marked_after_run2 = True
 
     @precondition(lambda self: self.procs)
     @rule(i=IDX, on=st.booleans())
@@ -210,6 +215,7 @@ class KsmRules(RuleBasedStateMachine):
         if on and not mp.merge_any:
             for x in mp.mergeable:
                 mp.mergeable[x] = True
+            self.marked_after_run2 = True
         elif not on and mp.merge_any:
             for x in mp.mergeable:
                 mp.mergeable[x] = False
@@ -269,6 +275,7 @@ class KsmRules(RuleBasedStateMachine):
         else:
             s["run"] = "2"
             self.after_run2 = True
+            self.marked_after_run2 = False
         # the processes stay registered: those with mergeable areas (and
         # merge-any ones) are still on KSM's list
         for p, mp in self.procs:
