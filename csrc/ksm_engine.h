@@ -194,6 +194,43 @@ int ke_ksm_stable_nodes(const ke_machine *m, uint32_t start,
 uint64_t ke_xxh64(const void *data, size_t len, uint64_t seed);
 uint32_t ke_jhash2(const uint32_t *k, uint32_t length, uint32_t initval);
 uint32_t ke_jhash2_2009(const uint32_t *k, uint32_t length, uint32_t initval);
+/* --- page fingerprints and the count table of distinct contents
+ *     (contents.c; ksm_engine/contents.py) --- */
+/* Names the fingerprint function; files of fingerprints carry it. */
+#define KE_FP_VERSION 1
+/* The smallest count table: 1024 slots of 32 bytes. */
+#define KE_COUNTS_MIN_BYTES 32768
+typedef struct ke_counts ke_counts;
+struct ke_counts_info {
+    uint64_t pages;           /* pages entered, zero pages included */
+    uint64_t zero_pages;      /* of them, all-zero pages (not in the table) */
+    uint64_t distinct;        /* distinct non-zero contents (table entries) */
+    uint64_t capacity;        /* table slots */
+    uint64_t table_bytes;     /* bytes the table takes */
+    uint64_t entry_bytes;     /* bytes per slot */
+    uint64_t last_zero_index; /* scan-order index of the last zero page, or UINT64_MAX */
+};
+/* 128-bit fingerprints (hi, lo) and the zero test of npages whole pages. */
+int ke_fingerprint_pages(const void *buf, uint64_t npages, uint64_t *hi,
+                         uint64_t *lo, uint8_t *zero);
+/* A table bounded by max_bytes (-ENOMEM beyond; -EINVAL under KE_COUNTS_MIN_BYTES). */
+int ke_counts_new(uint64_t max_bytes, ke_counts **out);
+void ke_counts_free(ke_counts *c);
+/* Enters npages whole pages of buf, next in scan order, from source;
+ * *zero_out: how many were all zero.  -EOVERFLOW past 2^32-1 copies. */
+int ke_counts_add(ke_counts *c, const void *buf, uint64_t npages,
+                  uint32_t source, uint64_t *zero_out);
+/* The same from fingerprints: entry i is count[i] pages (1 if count is
+ * NULL) of content (hi[i], lo[i]), all zero if zero[i] (none if NULL). */
+int ke_counts_add_fps(ke_counts *c, const uint64_t *hi, const uint64_t *lo,
+                      const uint8_t *zero, const uint64_t *count, uint64_t n,
+                      uint32_t source, uint64_t *zero_out);
+int ke_counts_info(const ke_counts *c, struct ke_counts_info *out);
+/* One row per distinct non-zero content, in table order (-ENOSPC if max
+ * is under the distinct count). */
+int ke_counts_export(const ke_counts *c, uint64_t *hi, uint64_t *lo,
+                     uint64_t *count, uint64_t *last_index,
+                     uint32_t *last_source, uint64_t max, uint64_t *n_out);
 /* CDEF END */
 
 #endif /* KSM_ENGINE_H */

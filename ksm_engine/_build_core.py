@@ -15,7 +15,8 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["arena.c", "mm.c", "checksum.c", "ksm.c", "ksm_check.c", "introspect.c"]
+SOURCES = ["arena.c", "mm.c", "checksum.c", "ksm.c", "ksm_check.c", "introspect.c",
+           "contents.c"]
 
 
 def _cdef():
