@@ -20,10 +20,7 @@ import numpy as np
 from ... import PAGE_SIZE
 from ...validate import int_arg
 
-try:
-    from ...ksm.settled import ContentSummary, settled_counters
-except ImportError:   # STAND-IN until the estimate branch is merged (see the module)
-    from ._standin_settled import ContentSummary, settled_counters
+from ...ksm.settled import ContentSummary, settled_counters
 
 DEFAULT_KNOBS = {"max_page_sharing": 256, "use_zero_pages": 0}
 
