@@ -19,6 +19,8 @@ COMMANDS = {
     "cmm": ".cmm_command",
     "estimate": ".estimate_command",
     "compare-kernel": ".compare_kernel_command",
+    "fingerprint": ".fingerprint_command",
+    "fleet": ".fleet_command",
 }
 
 
