@@ -59,6 +59,9 @@ def add_arguments(p):
                    help="embedded cluster: thread workers in this process, not processes")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on a scheduler that does not answer (default 10)")
+    p.add_argument("--partition-rows", type=int, default=None, metavar="N",
+                   help="fingerprints per Dask task (default 2000000): fewer for workers "
+                        "with little memory")
     p.add_argument("--placement", metavar="CSV", help="today's placement: lines of source,host")
     p.add_argument("--hosts", type=int, metavar="N", help="hosts to place the sources on")
     p.add_argument("--host-ram", type=size_arg, metavar="SIZE", help="RAM of each host (e.g. 64GiB)")
@@ -79,6 +82,8 @@ def _check_args(args):
         raise CliError("--host-ram must be positive")
     if args.workers < 1:
         raise CliError(f"--workers must be at least 1, got {args.workers}")
+    if args.partition_rows is not None and args.partition_rows < 1:
+        raise CliError(f"--partition-rows must be at least 1, got {args.partition_rows}")
     if not args.timeout > 0:
         raise CliError(f"--timeout must be positive, got {args.timeout}")
     if args.plot:
@@ -122,7 +127,6 @@ def compute(args):
     from ..apps.fleet.counts import KnobRefused, parse_knobs
     from ..apps.fleet.fpfile import FingerprintFileError
     from ..apps.fleet.signatures import SignatureCollision
-    from distributed.scheduler import KilledWorker
 
     _check_args(args)
     try:
@@ -139,11 +143,14 @@ def compute(args):
             raise CliError(f"--placement {args.placement}: {e.strerror or e}") from None
         except (UnicodeDecodeError, reports.PlacementError) as e:
             raise CliError(f"--placement {args.placement}: {e}") from None
+    from distributed.scheduler import KilledWorker   # after the checks: seconds to import
+
     address = aggregate.scheduler_address(args.scheduler)
     try:
         with aggregate.connect(address, workers=args.workers, processes=not args.threads,
                                timeout=args.timeout) as (client, where):
-            table = aggregate.aggregate(client, files)
+            table = aggregate.aggregate(client, files, partition_rows=args.partition_rows
+                                        or aggregate.PARTITION_ROWS)
     except FingerprintFileError as e:
         raise CliError(str(e)) from None
     except aggregate.FleetRuntimeError as e:

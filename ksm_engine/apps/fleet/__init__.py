@@ -34,14 +34,24 @@ class FleetUnavailable(ImportError):
     to install them."""
 
 
+NEEDED = ("dask", "distributed", "pyarrow", "pandas")
+
+
 def require(what):
-    """Raises FleetUnavailable unless dask[dataframe], distributed and
-    pyarrow all import.  what: the command, for the message."""
-    try:
-        import dask.dataframe  # noqa: F401
-        import distributed  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError as e:
-        raise FleetUnavailable(
-            f"{what} needs dask, distributed and pyarrow, which are not installed ({e}); "
-            f"install them with: {INSTALL_HINT}") from None
+    """Raises FleetUnavailable unless dask, distributed, pyarrow and pandas
+    (dask's dataframes) are installed; looks them up without importing
+    them (dask.dataframe takes seconds to import).  what: the command,
+    for the message."""
+    import importlib.util
+
+    for name in NEEDED:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError) as e:
+            found, why = False, str(e)
+        else:
+            why = f"No module named {name!r}"
+        if not found:
+            raise FleetUnavailable(
+                f"{what} needs dask, distributed and pyarrow, which are not installed ({why}); "
+                f"install them with: {INSTALL_HINT}")

@@ -61,6 +61,12 @@ def connect(address=None, *, workers=2, processes=True, threads_per_worker=1,
     from distributed import Client, LocalCluster
 
     cluster = None
+    # the report says what failed; Dask's own log lines (a task's error, a
+    # retried connection) would only repeat it on stderr
+    quiet = [logging.getLogger(n) for n in ("distributed", "tornado")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
             if address:
@@ -91,6 +97,8 @@ def connect(address=None, *, workers=2, processes=True, threads_per_worker=1,
     finally:
         if cluster is not None:
             cluster.close()
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def pieces(files, partition_rows=PARTITION_ROWS):
