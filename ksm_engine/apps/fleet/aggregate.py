@@ -50,6 +50,34 @@ def scheduler_address(given=None):
     return os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
 
 
+async def _identity(address, timeout):
+    from distributed.comm import connect as comm_connect
+
+    comm = await comm_connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def probe(address, timeout=CONNECT_TIMEOUT):
+    """Asks the scheduler at address who it is, all within timeout seconds;
+    FleetRuntimeError if it refuses, stays silent or is not a scheduler.
+    (distributed's Client waits for ever on a peer that accepts the
+    connection and never answers: this bounds it.)"""
+    import asyncio
+
+    try:
+        who = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
+    except (OSError, TimeoutError, asyncio.TimeoutError, ValueError, TypeError) as e:
+        why = f"{type(e).__name__}: {e}" if str(e) else "no answer"
+        raise FleetRuntimeError(f"cannot reach the Dask scheduler at {address} within "
+                                f"{timeout:g} s ({why})") from None
+    if not isinstance(who, dict) or who.get("type") != "Scheduler":
+        raise FleetRuntimeError(f"{address} answers, but is not a Dask scheduler")
+
+
 @contextlib.contextmanager
 def connect(address=None, *, workers=2, processes=True, threads_per_worker=1,
             memory_limit="auto", timeout=CONNECT_TIMEOUT):
@@ -70,6 +98,7 @@ def connect(address=None, *, workers=2, processes=True, threads_per_worker=1,
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
             if address:
+                probe(address, timeout)
                 try:
                     client = Client(address, timeout=timeout, set_as_default=False)
                 except (OSError, TimeoutError, ValueError) as e:
