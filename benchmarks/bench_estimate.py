@@ -6,10 +6,13 @@ at 1 GB/s or faster.  One IMAGE_BYTES image (the vm_mix workload's pages,
 one file) is written once to a temporary directory; its pages are in the
 page cache for every round (the ingest, not the disk, is measured).
 
+  estimate_count    the estimate's count path (issue 12): the image read
+                    8 MiB at a time, each page fingerprinted and counted
+                    in C (estimate.count.count_sources), the summary taken
   estimate_ingest   estimate.open_sources([("image", path)]) and
-                    estimate.load_sources: the machine made to fit, the
-                    image streamed into one MERGEABLE area (what the
-                    estimate command does before KSM runs)
+                    estimate.engine.load_sources: the machine made to fit,
+                    the image streamed into one MERGEABLE area (what
+                    `estimate --engine` does before KSM runs)
   load_images       settle.load_images: `ksm-engine scan`'s loading
   bytes_copy        the peer: a plain copy of the mmap'd image into a
                     preallocated bytearray (page cache to anonymous memory,
@@ -54,14 +57,34 @@ def _check_loaded(m, procs, path):
 
 
 @pytest.mark.benchmark(group=GROUP)
+def test_estimate_count(benchmark, image):
+    from ksm_engine.apps.estimate import open_sources
+    from ksm_engine.apps.estimate.count import count_sources
+
+    def count():
+        sources = open_sources([("image", image)])
+        try:
+            with count_sources(sources) as counts:
+                return counts.summary()
+        finally:
+            for s in sources:
+                s.close()
+
+    summary = benchmark.pedantic(count, rounds=ROUNDS)
+    benchmark.extra_info.update(bytes=IMAGE_BYTES)
+    assert summary.pages == IMAGE_BYTES // 4096
+
+
+@pytest.mark.benchmark(group=GROUP)
 def test_estimate_ingest(benchmark, image):
     estimate = pytest.importorskip("ksm_engine.apps.estimate")
+    from ksm_engine.apps.estimate.engine import load_sources
     kept = {}
 
     def ingest():
         sources = estimate.open_sources([("image", image)])
         try:
-            kept["m"], kept["procs"] = estimate.load_sources(sources)
+            kept["m"], kept["procs"] = load_sources(sources)
         finally:
             for s in sources:
                 s.close()

@@ -7,19 +7,17 @@
  * state for memory that does not change follows from those counts
  * (ksm_engine/ksm/settled.py).
  *
- * The fingerprint (KE_FP_VERSION names it): two sets of four 64-bit lanes
- * run over the page's 512 little-endian words, each word entering lane
- * (i mod 4) of both sets.  Set A is xxh64's round (acc += w * P2, rotate
- * 31, * P1) from seed A; set B another round (acc ^= w * P3 rotated 23,
- * + rotate of acc, * P2... see fp_round_b) from seed B, so the two halves
- * are computed with different multipliers, rotations and seeds.  Each set
- * is folded as xxh64 folds its lanes and the two 64-bit results are
- * cross-mixed and avalanched into the 128-bit fingerprint.  It is not a
- * cryptographic hash: memory crafted to collide can collide.  For memory
- * not crafted against it the odds that any two of n distinct pages share a
- * fingerprint follow the birthday bound, n^2 / 2^129: under 2^-73 for
- * 2^28 pages (1 TiB), docs/estimate.md.  The zero test (every word 0) is
- * the OR of the same words, in the same loop.
+ * The fingerprint (KE_FP_VERSION names it; fp_page says how): eight
+ * 64-bit accumulators over the page's words with a fixed random key, in the
+ * manner of XXH3's long-input loop (32x32->64-bit multiplies of keyed words,
+ * the raw word added beside, a scramble per KiB), folded into 128 bits
+ * through two 64x64->128-bit multiply folds with different keys.  Written
+ * so that the compiler vectorises it (several GB/s on one core).  It is not
+ * a cryptographic hash: memory crafted to collide can collide.  For memory
+ * not crafted against it, the odds that any two of n distinct pages share a
+ * fingerprint are taken as the birthday bound for a 128-bit value,
+ * n^2 / 2^129: under 2^-73 for 2^28 pages (1 TiB), docs/estimate.md.  The
+ * zero test (every word 0) ORs the same words in the same loop.
  *
  * The count table: open addressing with linear probing, keyed by the
  * fingerprint, indexed by its low word (already avalanched).  An entry
@@ -47,8 +45,6 @@
 #define FP_P3 0x165667B19E3779F9ull
 #define FP_P4 0x85EBCA77C2B2AE63ull
 #define FP_P5 0x27D4EB2F165667C5ull
-#define FP_SEED_A 0x6b736d2d656e6731ull /* "ksm-eng1" */
-#define FP_SEED_B 0x636f6e74656e7473ull /* "contents" */
 #define WORDS_PER_PAGE (KE_PAGE_SIZE / 8)
 #define MIN_CAPACITY (KE_COUNTS_MIN_BYTES / sizeof(struct fp_entry))
 
@@ -83,28 +79,17 @@ static inline uint64_t fp_read64(const unsigned char *p)
     return v;
 }
 
-static inline uint64_t fp_round_a(uint64_t acc, uint64_t w)
-{
-    acc += w * FP_P2;
-    return fp_rotl(acc, 31) * FP_P1;
-}
-
-static inline uint64_t fp_round_b(uint64_t acc, uint64_t w)
-{
-    acc ^= fp_rotl(w * FP_P3, 23);
-    return (fp_rotl(acc, 27) + FP_P5) * FP_P2;
-}
-
-static inline uint64_t fp_fold(const uint64_t v[4])
-{
-    uint64_t h = fp_rotl(v[0], 1) + fp_rotl(v[1], 7) + fp_rotl(v[2], 12) +
-                 fp_rotl(v[3], 18);
-    for (int i = 0; i < 4; i++) {
-        h ^= fp_round_a(0, v[i]);
-        h = h * FP_P1 + FP_P4;
-    }
-    return h;
-}
+/* The key: 32 fixed random words (drawn once from a seeded generator). */
+static const uint64_t fp_key[32] = {
+    0xbcdac31a53215d9cull, 0xc96e4846683b82a1ull, 0x188931bf372076f9ull, 0x14c7b0da3eee8d33ull,
+    0x8a9b88080de6e672ull, 0xf096b515b2ab3874ull, 0xbb1641ea67814107ull, 0xd7e19750bdda502eull,
+    0x2ad872fc10728e24ull, 0x7d3656283f511dfdull, 0x2342eba7562ae984ull, 0xb9dc25a3c24218e7ull,
+    0x5837378b5142a203ull, 0x738b8344228ba890ull, 0xbd7d4dfecc2d1015ull, 0xa93a53c16d57be1aull,
+    0x14d3c8660608d749ull, 0x46d1eeabfc4489e0ull, 0xd1ba0432870998b7ull, 0x02ba5eeb63f31b49ull,
+    0x81ea90aa3c96b1a8ull, 0x7335f275d210f628ull, 0xd936c6285ff6975eull, 0x90926059ef3c994eull,
+    0xc6eadc987ae74532ull, 0x01d016e98b6e3981ull, 0x20b48fa03f306cf1ull, 0xace7f9d52da9502dull,
+    0x6db5a2de7084e217ull, 0x82b164850fb2cbb1ull, 0x6dfd4f982b367af2ull, 0xa63e9372e2b6abfcull,
+};
 
 static inline uint64_t fp_avalanche(uint64_t h)
 {
@@ -116,27 +101,62 @@ static inline uint64_t fp_avalanche(uint64_t h)
     return h;
 }
 
-/* One page's fingerprint; returns 1 if the page is all zero. */
+/* The 128-bit product of a and b, its halves added (the final mix). */
+static inline uint64_t fp_mul_fold(uint64_t a, uint64_t b)
+{
+    __uint128_t p = (__uint128_t)a * b;
+    return (uint64_t)p ^ (uint64_t)(p >> 64);
+}
+
+/*
+ * One page's fingerprint; returns 1 if the page is all zero.
+ *
+ * Eight 64-bit accumulators take the page in stripes of eight words: word
+ * i of a stripe, xored with a key word (sliding by one per stripe), has
+ * its 32-bit halves multiplied into accumulator i, and the word itself is
+ * added to accumulator i^1 (so a word whose keyed half is zero still
+ * counts).  After every block of 16 stripes (1 KiB) each accumulator is
+ * scrambled (xorshift, key, multiply).  The eight are then folded twice,
+ * with two different key sets, through 64x64->128-bit products into the
+ * two halves of the fingerprint.  The loops are plain C over fixed bounds
+ * that the compiler vectorises (32x32->64 multiplies: pmuludq).
+ */
+__attribute__((optimize("O3")))
 static int fp_page(const unsigned char *page, uint64_t *hi, uint64_t *lo)
 {
-    uint64_t a[4] = {FP_SEED_A + FP_P1 + FP_P2, FP_SEED_A + FP_P2, FP_SEED_A,
-                     FP_SEED_A - FP_P1};
-    uint64_t b[4] = {FP_SEED_B, FP_SEED_B + FP_P4, FP_SEED_B ^ FP_P5,
-                     FP_SEED_B - FP_P3};
-    uint64_t any = 0;
+    uint64_t acc[8] = {FP_P3, FP_P1, FP_P2, FP_P4, FP_P5, FP_P3 ^ FP_P1,
+                       FP_P2 ^ FP_P4, FP_P5 ^ FP_P1};
+    uint64_t any[8] = {0};
 
-    for (int i = 0; i < WORDS_PER_PAGE; i += 4) {
-        for (int j = 0; j < 4; j++) {
-            uint64_t w = fp_read64(page + 8 * (i + j));
-            any |= w;
-            a[j] = fp_round_a(a[j], w);
-            b[j] = fp_round_b(b[j], w);
+    for (int block = 0; block < KE_PAGE_SIZE / 1024; block++) {
+        for (int s = 0; s < 16; s++) {
+            const unsigned char *p = page + block * 1024 + s * 64;
+            for (int i = 0; i < 8; i++) {
+                uint64_t w = fp_read64(p + 8 * i);
+                uint64_t k = w ^ fp_key[s + i];
+                any[i] |= w;
+                acc[i ^ 1] += w;
+                acc[i] += (k & 0xFFFFFFFFull) * (k >> 32);
+            }
+        }
+        for (int i = 0; i < 8; i++) {
+            uint64_t a = acc[i];
+            a ^= a >> 47;
+            a ^= fp_key[24 + i];
+            acc[i] = a * 0x9E3779B1ull;
         }
     }
-    uint64_t ha = fp_fold(a) + KE_PAGE_SIZE, hb = fp_fold(b) ^ KE_PAGE_SIZE;
-    *hi = fp_avalanche(ha ^ fp_rotl(hb, 29));
-    *lo = fp_avalanche(hb + fp_rotl(ha, 41) * FP_P5);
-    return any == 0;
+    uint64_t h1 = KE_PAGE_SIZE * FP_P1, h2 = ~(uint64_t)KE_PAGE_SIZE * FP_P2;
+    for (int i = 0; i < 8; i += 2) {
+        h1 += fp_mul_fold(acc[i] ^ fp_key[i], acc[i + 1] ^ fp_key[i + 1]);
+        h2 += fp_mul_fold(acc[i] ^ fp_key[16 + i], acc[i + 1] ^ fp_key[17 + i]);
+    }
+    *hi = fp_avalanche(h1);
+    *lo = fp_avalanche(h2 ^ (h1 >> 31));
+    uint64_t nz = 0;
+    for (int i = 0; i < 8; i++)
+        nz |= any[i];
+    return nz == 0;
 }
 
 int ke_fingerprint_pages(const void *buf, uint64_t npages, uint64_t *hi,

@@ -15,8 +15,10 @@ class ImageError(ValueError):
     """An image file that cannot be used (the message says why)."""
 
 
-def check_image(path):
-    """Returns the size of a usable image file, or raises ImageError."""
+def check_image(path, what="image", whole_pages=True):
+    """Returns the size of a usable file, or raises ImageError: a non-empty
+    regular file, a positive multiple of PAGE_SIZE when whole_pages.  what
+    names the kind of file in the messages ("image", "core")."""
     path = os.fspath(path)
     try:
         st = os.stat(path)
@@ -27,14 +29,19 @@ def check_image(path):
     except OSError as e:
         raise ImageError(f"{path}: {e.strerror}") from None
     if os.path.isdir(path):
-        raise ImageError(f"{path}: is a directory, not an image file")
+        raise ImageError(f"{path}: is a directory, not {_article(what)} file")
     if not os.path.isfile(path):
         raise ImageError(f"{path}: not a regular file")
     if st.st_size == 0:
-        raise ImageError(f"{path}: empty file (an image needs at least one {PAGE_SIZE}-byte page)")
-    if st.st_size % PAGE_SIZE:
+        need = f"at least one {PAGE_SIZE}-byte page" if whole_pages else "some content"
+        raise ImageError(f"{path}: empty file ({_article(what)} file needs {need})")
+    if whole_pages and st.st_size % PAGE_SIZE:
         raise ImageError(f"{path}: size {st.st_size} is not a multiple of the page size {PAGE_SIZE}")
     return st.st_size
+
+
+def _article(word):
+    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 def open_image(path):

@@ -19,44 +19,56 @@ NAME = "estimate"
 HELP = "predict KSM's saving on a live process, a core file or a memory image"
 DESCRIPTION = """\
 Predict what KSM would merge in real memory, without touching the kernel's
-KSM: every source becomes one process of the engine, and KSM runs over them
-until it settles (the rule of `ksm-engine scan`), once with use_zero_pages=0
-and once with use_zero_pages=1.
+KSM, and how long ksmd would take to settle.
 
-sources (repeatable, mixed, in order; one process each):
+sources (repeatable, mixed, in order; one process each, in scan order):
   --pid PID     the private anonymous areas of a live process (/proc/PID/maps),
                 the pages present there (/proc/PID/pagemap; the shared zero
                 page left out when pfns are readable, i.e. as root), read from
-                /proc/PID/mem.  Needs ptrace read access (owner or root).
+                /proc/PID/mem.  Needs ptrace read access (owner or root), not
+                PR_SET_MEMORY_MERGE.
   --core FILE   an ELF core file: its PT_LOAD segments with contents, less
                 file mappings (NT_FILE) and less the holes of a sparse core.
+                Kernel cores, gdb's gcore and QEMU's dump-guest-memory /
+                `virsh dump --memory-only` cores.  Its all-zero pages may be
+                memory never touched (gcore writes those as zeros): they are
+                reported on a line of their own and left out, unless
+                --core-zero-pages.
   --image FILE  raw memory, a multiple of 4096 bytes.
-Inputs stream into the engine in 64 MiB pieces; nothing is held twice.
+
+how it answers: every source is read once, in 8 MiB pieces, each page
+fingerprinted (128 bits) and counted per distinct content; KSM's settled
+counters for use_zero_pages=0 and 1 follow from those counts and the knobs
+(max_page_sharing: n copies of a content give floor(n/M) KSM pages, one
+more if n mod M >= 2, one page unshared if n mod M = 1).  The pages are
+never held: memory grows with the distinct contents only.  --engine also
+runs the engine's KSM over the loaded sources until it settles: its
+counters answer, its full scans feed the time model, and the report says
+whether the two agree.
 
 reports, for each use_zero_pages value: pages_shared, pages_sharing,
-pages_unshared, pages_volatile, ksm_zero_pages, general_profit, the saving
-(pages_sharing + ksm_zero_pages pages, in bytes and as a percent of the
-pages loaded), and zero-filled pages (ksm_zero_pages of the second run).
+pages_unshared, pages_volatile, ksm_zero_pages, stable_node_chains,
+stable_node_dups, general_profit, the saving (pages_sharing +
+ksm_zero_pages pages, in bytes and as a percent of the pages ksmd would
+track), each source's ksm_stat figures, and a time prediction.
 
 time model, for --pages-to-scan P and --sleep-millisecs S:
-  N  full scans needed: the first full scan after which the counters
-     hold their settled values (the engine's own run)
+  N  full scans needed: static memory settles in its second full scan (the
+     first records checksums); with --engine, the engine's own count
   batches  sum over those N scans of floor(pages that scan scanned / P) + 1
-           (smart_scan's skipped pages are not scanned; as in ksm_do_scan, a
-           batch ends at the end of a full scan, and a scan whose last page
-           fills a batch takes one more, empty, batch to reach its end)
   time to settle = batches x S + CPU
-  CPU = pages scanned in those N scans x the engine's measured cost per
-        page (scan time / pages scanned in this run)"""
+  CPU = pages scanned x the cost per page: ksmd's, measured on this host
+        (3 us), or with --engine the engine's own"""
 EPILOG = """\
 examples:
-  ksm-engine estimate --pid 4242
-  ksm-engine estimate --pid 4242 --pid 4243 --pages-to-scan 1000 --sleep-millisecs 10
+  ksm-engine estimate --pid 4242 --pid 4243
+  ksm-engine estimate --pid 4242 --watch 10
   ksm-engine estimate --core core.4242 --image guest.img --json
-  ksm-engine estimate --image a.img --set max_page_sharing=16
+  ksm-engine estimate --image a.img --set max_page_sharing=16 --engine
 
-exit codes: 0 settled, 1 not settled within --max-full-scans or a runtime
-failure, 2 bad arguments or an unusable source"""
+exit codes: 0 done, 1 not settled within --max-full-scans (--engine) or a
+runtime failure (a process that exits while read), 2 bad arguments or an
+unusable source"""
 
 
 class _SourceAction(argparse.Action):
@@ -84,6 +96,15 @@ def add_arguments(p):
                    help="write a /sys/kernel/mm/ksm knob first (repeatable), e.g. max_page_sharing=16")
     p.add_argument("--max-full-scans", type=int, default=200, metavar="N",
                    help="give up after N full scans (default 200)")
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="read each --pid twice, SECONDS apart: pages that changed are volatile "
+                        "(ksmd never merges them) and only the stable ones are counted")
+    p.add_argument("--core-zero-pages", action="store_true",
+                   help="count the all-zero pages of core files (left out by default: "
+                        "they may be memory never touched)")
+    p.add_argument("--engine", action="store_true",
+                   help="also run the engine's KSM over the sources (needs their memory): "
+                        "its counters and full scans answer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -96,6 +117,11 @@ def compute(args, progress=None):
         raise CliError(f"--sleep-millisecs must not be negative, got {args.sleep_millisecs}")
     if args.max_full_scans < 1:
         raise CliError("--max-full-scans must be at least 1")
+    if args.watch is not None and not 0 <= args.watch <= 86400:
+        raise CliError(f"--watch must be between 0 and 86400 seconds, got {args.watch}")
+    if args.watch is not None and args.engine:
+        raise CliError("--watch and --engine do not go together: the engine path reads "
+                       "each source as it is")
     knobs = knob_assignments(args.set)
     try:
         sources = open_sources(args.sources)
@@ -104,13 +130,22 @@ def compute(args, progress=None):
     try:
         return estimate(sources, knobs=knobs, pages_to_scan=args.pages_to_scan,
                         sleep_millisecs=args.sleep_millisecs,
-                        max_full_scans=args.max_full_scans, progress=progress)
+                        max_full_scans=args.max_full_scans, progress=progress,
+                        engine=args.engine, watch=args.watch,
+                        core_zero_pages=args.core_zero_pages)
     except KnobError as e:
         raise CliError(f"--set: {e}") from None
+    except EstimateError as e:
+        raise CliError(str(e)) from None
     except MemoryError as e:
         raise CliError(f"estimate: {e}") from None
     except ProcessLookupError as e:
         raise CliError(f"estimate: {e.strerror}", EXIT_FAILURE) from None
+    except PermissionError as e:
+        raise CliError(f"estimate: {e.filename or 'a source'}: permission denied "
+                       f"while reading ({e.strerror})") from None
+    except OSError as e:
+        raise CliError(f"estimate: {e.strerror or e}", EXIT_FAILURE) from None
     finally:
         for s in sources:
             s.close()
@@ -139,17 +174,27 @@ def _source_notes(s):
             notes.append(f"{s['swapped_pages']} swapped out, left out")
         if s.get("lost_pages"):
             notes.append(f"{s['lost_pages']} unmapped while read")
+        if s.get("volatile_pages"):
+            notes.append(f"{s['volatile_pages']} volatile")
     elif s["kind"] == "core":
         notes.append(f"{s['segments']} segments")
+        if s.get("guest_memory"):
+            notes.append("guest memory (QEMU)")
         if s.get("file_backed_pages"):
             notes.append(f"{s['file_backed_pages']} file-backed pages left out")
         if s.get("hole_pages"):
             notes.append(f"{s['hole_pages']} never-touched pages (holes) left out")
+        if s.get("zero_pages_left_out"):
+            notes.append(f"{s['zero_pages_left_out']} all-zero pages left out")
     return ", ".join(notes)
 
 
+ROWS = ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile", "ksm_zero_pages",
+        "stable_node_chains", "stable_node_dups", "general_profit")
+
+
 def render_text(r):
-    """Sources, the two runs side by side, the prediction."""
+    """Sources, the two runs side by side, the prediction, the notes."""
     out = [f"ksm-engine estimate: {len(r['sources'])} source(s), {r['pages']} pages "
            f"({format_size(r['bytes'])})", ""]
     out.append(render.table(
@@ -159,13 +204,13 @@ def render_text(r):
     out.append("")
     runs = r["runs"]
     heads = ["", *(f"use_zero_pages={x['use_zero_pages']}" for x in runs)]
-    rows = [[k, *(x[k] for x in runs)] for k in
-            ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
-             "ksm_zero_pages", "stable_node_chains", "stable_node_dups", "general_profit")]
+    rows = [[k, *(x[k] for x in runs)] for k in ROWS]
     rows.append(["saving", *(f"{format_size(x['saving_bytes'])} ({x['saving_percent']:.2f}%)"
                              for x in runs)])
-    rows.append(["full scans (engine)", *(x["full_scans"] if x["settled"]
-                                           else f"{x['full_scans']} (not settled)" for x in runs)])
+    if r["answered_by"] == "engine":
+        rows.append(["full scans (engine)", *(x["full_scans"] if x["settled"]
+                                               else f"{x['full_scans']} (not settled)"
+                                               for x in runs)])
     preds = [x["prediction"] for x in runs]
     p0 = preds[0]
     rows.append(["full scans needed", *(p["full_scans_needed"] for p in preds)])
@@ -175,7 +220,23 @@ def render_text(r):
     out.append(render.table(rows, headers=heads, align="l" + "r" * len(runs)))
     out.append("")
     out.append(f"zero-filled pages: {r['zero_pages']} ({format_size(r['zero_pages'] * PAGE_SIZE)})")
-    out.append(f"time model: pages_to_scan={p0['pages_to_scan']}, sleep_millisecs="
-               f"{p0['sleep_millisecs']}, {p0['batches']} batches, engine cost "
+    if r["zero_pages_left_out"]:
+        n = r["zero_pages_left_out"]
+        out.append(f"all-zero core pages left out (maybe never touched; --core-zero-pages "
+                   f"counts them): {n} ({format_size(n * PAGE_SIZE)})")
+    if r["volatile_pages"]:
+        n = r["volatile_pages"]
+        out.append(f"volatile pages (changed while watched; never merged): {n} "
+                   f"({format_size(n * PAGE_SIZE)})")
+    c = r["contents"]
+    if r["answered_by"] == "engine":
+        agree = "agree" if r["engine_agrees"] else "DISAGREE (memory changed between the reads?)"
+        answered = f"the engine's KSM run (the content counts {agree})"
+    else:
+        answered = "content counts (the pages were not loaded; --engine runs KSM)"
+    out.append(f"answered by: {answered}; {c['distinct']} distinct non-zero contents, "
+               f"count table {format_size(c['table_bytes'])}")
+    out.append(f"time model ({p0['model']}): pages_to_scan={p0['pages_to_scan']}, "
+               f"sleep_millisecs={p0['sleep_millisecs']}, {p0['batches']} batches, "
                f"{p0['ns_per_page']:.0f} ns per scanned page (see --help)")
     return "\n".join(out)

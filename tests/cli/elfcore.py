@@ -23,17 +23,18 @@ class Segment:
         self.holes = set(holes)
 
 
-def _note(ntype, desc):
-    name = b"CORE\0"
+def _note(ntype, desc, name=b"CORE\0"):
     pad = lambda b: b + b"\0" * (-len(b) % 4)
     return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
 
 
-def write_core(path, segments, files=(), vdso=None, etype=ET_CORE, cut=0):
+def write_core(path, segments, files=(), vdso=None, etype=ET_CORE, cut=0, qemu_cpus=0):
     """Writes the core file.  files: [(start, end, name)] for NT_FILE;
     vdso: its address for NT_AUXV; cut: bytes chopped off the end (a
-    truncated core).  Returns the file offset of every segment's data."""
-    notes = b""
+    truncated core); qemu_cpus: that many notes named "QEMU" (QEMU's
+    dump-guest-memory writes one QEMUCPUState note per vCPU).  Returns the
+    file offset of every segment's data."""
+    notes = b"".join(_note(0, bytes(0x1b8), b"QEMU\0") for _ in range(qemu_cpus))
     if files:
         desc = struct.pack("<QQ", len(files), PAGE)
         desc += b"".join(struct.pack("<QQQ", s, e, 0) for s, e, _ in files)

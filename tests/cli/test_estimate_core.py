@@ -60,23 +60,45 @@ def test_core_counts_only_anonymous_dumped_pages(tmp_path):
     offsets = write(path)
     sparse = holes_supported(path, offsets[2])
     anon = ANON[:HOLES[0] * PAGE] if sparse else ANON
+    zeros = 4 if sparse else 7
+    for engine in ((), ("--engine",)):
+        doc = estimate_json("--core", path, "--core-zero-pages", *engine)
+        src = doc["sources"][0]
+        assert src["kind"] == "core" and src["name"] == str(path)
+        assert src["segments"] == 7
+        assert src["file_backed_pages"] == 4
+        assert src["special_pages"] == 2 + 1 + 3     # vdso, vsyscall, unreadable
+        assert src["hole_pages"] == (3 if sparse else 0)
+        assert src["pages"] == len(anon) // PAGE + 4
+        r0, r1 = doc["runs"]
+        assert doc["zero_pages"] == zeros and doc["zero_pages_left_out"] == 0
+        assert doc["answered_by"] == ("engine" if engine else "counts")
+        assert doc["engine_agrees"] is (True if engine else None)
+        assert (r0["pages_shared"], r0["pages_sharing"]) == (3, 9 + (zeros - 1) + 1)
+        assert (r1["pages_shared"], r1["pages_sharing"], r1["ksm_zero_pages"]) == (2, 9 + 1, zeros)
+        assert r0["pages_unshared"] == 4
+        for run in doc["runs"]:
+            truth = engine_truth([anon + RO], use_zero_pages=run["use_zero_pages"])
+            assert_run_matches(run, truth, 100, 20)
+
+
+def test_core_zero_pages_are_left_out_by_default(tmp_path):
+    """All-zero core pages may be untouched memory: apart, on their own line."""
+    path = tmp_path / "core"
+    offsets = write(path)
+    zeros = 4 if holes_supported(path, offsets[2]) else 7
     doc = estimate_json("--core", path)
     src = doc["sources"][0]
-    assert src["kind"] == "core" and src["name"] == str(path)
-    assert src["segments"] == 7
-    assert src["file_backed_pages"] == 4
-    assert src["special_pages"] == 2 + 1 + 3     # vdso, vsyscall, unreadable
-    assert src["hole_pages"] == (3 if sparse else 0)
-    assert src["pages"] == len(anon) // PAGE + 4
-    zeros = 4 if sparse else 7
-    r0, r1 = doc["runs"]
-    assert doc["zero_pages"] == zeros
-    assert (r0["pages_shared"], r0["pages_sharing"]) == (3, 9 + (zeros - 1) + 1)
-    assert (r1["pages_shared"], r1["pages_sharing"], r1["ksm_zero_pages"]) == (2, 9 + 1, zeros)
-    assert r0["pages_unshared"] == 4
+    assert src["zero_pages_left_out"] == zeros == doc["zero_pages_left_out"]
+    assert doc["zero_pages"] == 0
+    nonzero = X * 8 + UNIQUE + RO
+    assert src["pages"] == len(nonzero) // PAGE
     for run in doc["runs"]:
-        truth = engine_truth([anon + RO], use_zero_pages=run["use_zero_pages"])
+        truth = engine_truth([nonzero], use_zero_pages=run["use_zero_pages"])
         assert_run_matches(run, truth, 100, 20)
+    text = run_cli("estimate", "--core", path).stdout
+    assert f"all-zero core pages left out (maybe never touched; --core-zero-pages counts them): " \
+        f"{zeros} " in text
 
 
 def test_core_and_image_side_by_side(tmp_path):

@@ -3,6 +3,7 @@ which pages are loaded, which map the shared zero page, which are swapped."""
 import struct
 
 from ksm_engine.apps import estimate as est
+from ksm_engine.apps.estimate import pid as est_pid
 
 PRESENT, SWAPPED, SOFT_DIRTY, EXCLUSIVE = 1 << 63, 1 << 62, 1 << 55, 1 << 56
 ZERO_PFN = 0x1A2B3C
@@ -23,7 +24,7 @@ def test_present_swapped_and_zero_page():
         PRESENT | (ZERO_PFN | (1 << 40)),      # same low bytes, other high bytes
         PRESENT | SOFT_DIRTY | EXCLUSIVE | 7,
     )
-    load, zero, swap = est._pagemap_masks(raw, est._zero_tables(ZERO_PFN))
+    load, zero, swap = est_pid._pagemap_masks(raw, est_pid._zero_tables(ZERO_PFN))
     assert list(load) == [1, 0, 0, 0, 0, 1, 1, 1]
     assert list(zero) == [0, 0, 0, 1, 1, 0, 0, 0]
     assert list(swap) == [0, 0, 1, 0, 0, 0, 0, 0]
@@ -31,19 +32,19 @@ def test_present_swapped_and_zero_page():
 
 def test_without_pfns_every_present_page_loads():
     raw = entries(PRESENT, PRESENT | ZERO_PFN, 0, PRESENT | SOFT_DIRTY)
-    load, zero, swap = est._pagemap_masks(raw, None)
+    load, zero, swap = est_pid._pagemap_masks(raw, None)
     assert list(load) == [1, 1, 0, 1]
     assert list(zero) == [0, 0, 0, 0] and list(swap) == [0, 0, 0, 0]
 
 
 def test_runs_of_loaded_pages():
     raw = entries(*([PRESENT] * 3 + [0] * 2 + [PRESENT] + [0] + [PRESENT] * 4))
-    load, _, _ = est._pagemap_masks(raw, None)
-    assert [(m.start(), m.end()) for m in est._RUN.finditer(load)] == [(0, 3), (5, 6), (7, 11)]
+    load, _, _ = est_pid._pagemap_masks(raw, None)
+    assert [(m.start(), m.end()) for m in est_pid._RUN.finditer(load)] == [(0, 3), (5, 6), (7, 11)]
 
 
 def test_is_private_anonymous():
-    ok = est._is_private_anonymous
+    ok = est_pid._is_private_anonymous
     assert ok("rw-p", "0", "") and ok("rw-p", "0", "[heap]") and ok("rw-p", "0", "[stack]")
     assert ok("r--p", "0", "[anon:jemalloc]")
     assert not ok("rw-s", "0", "")                  # shared

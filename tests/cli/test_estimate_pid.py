@@ -23,6 +23,7 @@ import subprocess
 import pytest
 
 from ksm_engine.apps import estimate as est
+from ksm_engine.apps.estimate import pid as est_pid
 
 from . import children
 from .conftest import PAGE, ROOT, assert_usage_error, run_cli
@@ -103,7 +104,7 @@ def test_kernel_core_file_gives_the_same_estimate(nolibc, tmp_path):
     cores = [p for p in glob.glob(str(tmp_path / "*")) if os.path.basename(p).startswith("core")]
     if not cores:
         pytest.skip("the kernel wrote no core file (pattern or limits)")
-    dumped = estimate_json("--core", cores[0])
+    dumped = estimate_json("--core", cores[0], "--core-zero-pages")
     src = dumped["sources"][0]
     assert src["kind"] == "core"
     assert src["pages"] == live["sources"][0]["pages"]
@@ -111,7 +112,7 @@ def test_kernel_core_file_gives_the_same_estimate(nolibc, tmp_path):
     assert src["hole_pages"] >= 1              # the stack's untouched pages
     keys = ("pages_shared", "pages_sharing", "pages_unshared", "ksm_zero_pages",
             "stable_node_chains", "stable_node_dups", "rmap_items", "general_profit",
-            "full_scans")
+            "full_scans", "per_process")
     for a, b in zip(live["runs"], dumped["runs"]):
         assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
         assert a["prediction"]["batches"] == b["prediction"]["batches"]
@@ -131,7 +132,7 @@ def test_python_child_bounds_and_zero_page_mappings():
     assert doc["zero_pages"] >= 16 and r1["ksm_zero_pages"] == doc["zero_pages"]
     assert r0["pages_shared"] + r0["pages_sharing"] + r0["pages_unshared"] <= src["pages"]
     pred = r0["prediction"]
-    assert 1 <= pred["full_scans_needed"] <= r0["full_scans"]
+    assert pred["full_scans_needed"] == 2 and pred["model"] == "static memory"
     assert pred["batches"] >= pred["full_scans_needed"] * (src["pages"] // 100)
     assert text.returncode == 0, text.stderr
     assert f"pid {child.pid} (python" in text.stdout and "areas" in text.stdout
@@ -222,7 +223,7 @@ def test_permission_denied_names_the_process():
 
 
 def test_zero_pfn_is_found_as_root():
-    pfn = est._zero_pfn()
+    pfn = est_pid.zero_pfn()
     if os.geteuid() == 0:
         assert pfn is not None and pfn > 0
     else:
@@ -235,11 +236,11 @@ def test_pagemap_scan_and_entry_decoding_plan_the_same(as_root_reads_pfns):
     decoded pagemap entries, give the same extents and figures on a child
     with written pages, pages only read (zero page mappings) and holes.
     Without a zero pfn (pfns hidden) both load the zero page mappings."""
-    zero_pfn = est._zero_pfn() if as_root_reads_pfns else None
+    zero_pfn = est_pid.zero_pfn() if as_root_reads_pfns else None
     if as_root_reads_pfns and zero_pfn is None:
         pytest.skip("pfns are hidden here (not root)")
     with children.python_child(REGION, untouched_pages=64) as child:
-        src = est.PidSource(child.pid, zero_pfn)
+        src = est_pid.PidSource(child.pid, zero_pfn)
         try:
             areas = src._areas(child.pid)
             plans = []
@@ -272,12 +273,12 @@ def test_a_huge_sparse_area_is_planned_by_regions(tmp_path):
         assert p.stdout.readline() == b"ready\n"
         with open(f"/proc/{p.pid}/pagemap", "rb", buffering=0) as pm:
             try:
-                regions = list(est._pagemap_scan(pm.fileno(), 0, (1 << 47) - PAGE))
+                regions = list(est_pid._pagemap_scan(pm.fileno(), 0, (1 << 47) - PAGE))
             except OSError as e:
                 if e.errno not in (errno.ENOTTY, errno.EINVAL):
                     raise
                 pytest.skip("no PAGEMAP_SCAN on this kernel (before 6.7)")
-        src = est.PidSource(p.pid)
+        src = est_pid.PidSource(p.pid)
         src.close()
     finally:
         p.stdin.close()

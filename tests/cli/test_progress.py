@@ -18,13 +18,17 @@ def image(write_file):
     return write_file("a.img", IMG)
 
 
-@pytest.mark.parametrize("command", [["scan"], ["estimate", "--image"]])
-def test_progress_on_a_terminal_only(image, command):
+@pytest.mark.parametrize("command,needles", [
+    (["scan"], ("full scan 1", "pages_sharing")),
+    (["estimate", "--image"], ("counting", "MiB")),
+    (["estimate", "--engine", "--image"], ("counting", "full scan 1", "pages_sharing")),
+])
+def test_progress_on_a_terminal_only(image, command, needles):
     r, tty = run_cli_on_a_terminal(*command, image)
     assert r.returncode == 0
-    assert "full scan 1" in tty and "pages_sharing" in tty
+    assert all(n in tty for n in needles), tty
     assert tty.endswith("\r")                      # the line is wiped at the end
     piped = run_cli(*command, image)
-    assert piped.returncode == 0 and "full scan" not in piped.stderr
+    assert piped.returncode == 0 and needles[0] not in piped.stderr
     r, tty = run_cli_on_a_terminal(*command, image, "--json")
-    assert r.returncode == 0 and "full scan" not in tty
+    assert r.returncode == 0 and needles[0] not in tty
