@@ -40,6 +40,12 @@ def add_arguments(p):
                    help="a raw memory image (repeatable)")
     p.add_argument("--all-pids", action="store_true",
                    help="every process whose private anonymous memory can be read")
+    p.add_argument("--core-zero-pages", action="store_true",
+                   help="count the all-zero pages of core files (left out by default, as "
+                        "`estimate` does: they may be memory never touched)")
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="read each process twice, SECONDS apart, and keep only the pages "
+                        "that held still (as `estimate --watch`)")
     p.add_argument("--output", required=True, metavar="DIR", help="directory for the files")
     p.add_argument("--host", metavar="NAME", help="host name to record (default: this host's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,13 +66,16 @@ def run(args):
     if not specs:
         raise CliError("fingerprint: give at least one source: --pid PID, --core FILE, "
                        "--image FILE or --all-pids")
+    if args.watch is not None and not 0 <= args.watch <= 86400:
+        raise CliError(f"--watch must be between 0 and 86400 seconds, got {args.watch}")
     host = args.host or default_host()
     if not host.strip():
         raise CliError("--host must not be empty")
     prog = render.Progress(enabled=not args.json)
     try:
         written, skipped = fingerprint_all(specs, args.output, host,
-                                           skip_unreadable=args.all_pids, progress=prog.update)
+                                           skip_unreadable=args.all_pids, progress=prog.update,
+                                           core_zero_pages=args.core_zero_pages, watch=args.watch)
     except EstimateError as e:
         raise CliError(str(e)) from None
     except ProcessLookupError as e:
