@@ -10,11 +10,18 @@ from hypothesis import given, settings, strategies as st
 from ksm_engine.apps.fleet import signatures as sg
 
 
-def _rows(rng, nsources, nfp, nrows):
+def _rows(rng, nsources, nfp, nrows, spread):
+    """Rows of nfp fingerprints.  spread: fingerprints drawn over 64 bits
+    (from_rows' one-argsort path); else small numbers that agree on their
+    high bits (its lexsort fallback)."""
     fp = rng.integers(0, nfp, nrows).astype(np.uint64)
     src = rng.integers(0, nsources, nrows).astype(np.int32)
     count = rng.integers(1, 5, nrows).astype(np.uint64)
-    return fp, fp * np.uint64(3) + np.uint64(1), count, src
+    lo = fp * np.uint64(3) + np.uint64(1)
+    if spread:
+        with np.errstate(over="ignore"):
+            lo = lo * np.uint64(0x9E3779B97F4A7C15)
+    return fp, lo, count, src
 
 
 def _expected(fh, fl, count, src):
@@ -37,12 +44,14 @@ def _as_dict(t):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), nsources=st.integers(1, 6),
-       nfp=st.integers(1, 50), nrows=st.integers(0, 300), parts=st.integers(1, 5))
-def test_signatures_equal_a_dict_of_holders_however_partitioned(seed, nsources, nfp, nrows, parts):
+       nfp=st.integers(1, 50), nrows=st.integers(0, 300), parts=st.integers(1, 5),
+       spread=st.booleans())
+def test_signatures_equal_a_dict_of_holders_however_partitioned(seed, nsources, nfp, nrows, parts,
+                                                                spread):
     rng = np.random.default_rng(seed)
-    fh, fl, count, src = _rows(rng, nsources, nfp, nrows)
+    fh, fl, count, src = _rows(rng, nsources, nfp, nrows, spread)
     # partitions hold all rows of a fingerprint (the shuffle's promise)
     part = (fh % np.uint64(parts)).astype(np.int64)
     tables = [sg.from_rows(fh[part == p], fl[part == p], count[part == p], src[part == p],
@@ -68,3 +77,13 @@ def test_empty_and_concat():
     e = sg.empty(3)
     assert len(sg.combine(e, e).mult) == 0
     assert sg.from_rows(*(np.zeros(0, np.uint64),) * 3, np.zeros(0, np.int32), 3).src_pages.tolist() == [0, 0, 0]
+
+
+def test_the_one_argsort_path_and_its_fallback_agree():
+    rng = np.random.default_rng(4)
+    fh, fl, count, src = _rows(rng, 7, 5000, 40000, True)
+    fast = sg.from_rows(fh, fl, count, src, 7)
+    fl2 = fl.copy()
+    fl2[:10] = fl2[0] ^ np.uint64(1)       # distinct fingerprints that agree on high bits
+    assert _as_dict(sg.from_rows(fh, fl2, count, src, 7)) == _expected(fh, fl2, count, src)
+    assert _as_dict(fast) == _expected(fh, fl, count, src)

@@ -94,6 +94,21 @@ def empty(nsources):
                     np.zeros(nsources, np.int64))
 
 
+def _order(major, minor, low, fallback):
+    """A permutation that sorts rows by the uint64 key (major with its low
+    15 bits replaced by low) and so groups equal (major, minor) rows with
+    low ascending inside: one argsort instead of a lexsort.  Two different
+    (major, minor) that agree on major's high 49 bits could interleave:
+    if any such pair ends up adjacent, fallback() (a full lexsort) is used."""
+    key = (major & ~np.uint64(MAX_SOURCES - 1)) | low.astype(np.uint64)
+    order = np.argsort(key)
+    a, b = major[order], minor[order]
+    near = (key[order][1:] >> np.uint64(15)) == (key[order][:-1] >> np.uint64(15))
+    if np.any(near & ((a[1:] != a[:-1]) | (b[1:] != b[:-1]))):
+        return fallback()
+    return order
+
+
 def from_rows(fp_hi, fp_lo, count, src, nsources):
     """The reduced SigTable of rows (fingerprint, copies, source): one
     partition of the shuffled fleet, all rows of any fingerprint in it.
@@ -101,9 +116,10 @@ def from_rows(fp_hi, fp_lo, count, src, nsources):
     n = len(count)
     if n == 0:
         return empty(nsources)
-    order = np.lexsort((src, fp_lo, fp_hi))
+    src = np.asarray(src).astype(np.int32)
+    order = _order(fp_lo, fp_hi, src, lambda: np.lexsort((src, fp_hi, fp_lo)))
     fh, fl = fp_hi[order], fp_lo[order]
-    s, c = src[order].astype(np.int32), count[order].astype(np.int64)
+    s, c = src[order], count[order].astype(np.int64)
     same_fp = (fh[1:] == fh[:-1]) & (fl[1:] == fl[:-1])
     dup = same_fp & (s[1:] == s[:-1])
     if dup.any():                      # the same pair twice: one row, summed
@@ -136,7 +152,8 @@ def reduce(t):
     n = len(t.mult)
     if n == 0:
         return t
-    order = np.lexsort((t.key2, t.key1))
+    order = _order(t.key1, t.key2, np.zeros(n, np.int32),
+                   lambda: np.lexsort((t.key2, t.key1)))
     k1, k2 = t.key1[order], t.key2[order]
     first = np.concatenate(([True], (k1[1:] != k1[:-1]) | (k2[1:] != k2[:-1])))
     gstart = np.flatnonzero(first)
