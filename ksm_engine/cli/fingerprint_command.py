@@ -7,7 +7,7 @@ into sources and the result into a table or JSON.
 from ..apps.fleet import FleetUnavailable, require
 from . import fleet_render, render
 from .errors import EXIT_FAILURE, CliError
-from .estimate_command import _SourceAction
+from .options import add_source_arguments, check_watch
 
 NAME = "fingerprint"
 HELP = "write the page fingerprints of processes, cores or images, for `fleet`"
@@ -31,21 +31,9 @@ an unwritable output), 2 bad arguments or an unusable source"""
 
 
 def add_arguments(p):
-    p.set_defaults(sources=[])
-    p.add_argument("--pid", dest="pid", action=_SourceAction, metavar="PID",
-                   help="a live process's private anonymous memory (repeatable)")
-    p.add_argument("--core", dest="core", action=_SourceAction, metavar="FILE",
-                   help="an ELF core file (repeatable)")
-    p.add_argument("--image", dest="image", action=_SourceAction, metavar="FILE",
-                   help="a raw memory image (repeatable)")
+    add_source_arguments(p)
     p.add_argument("--all-pids", action="store_true",
                    help="every process whose private anonymous memory can be read")
-    p.add_argument("--core-zero-pages", action="store_true",
-                   help="count the all-zero pages of core files (left out by default, as "
-                        "`estimate` does: they may be memory never touched)")
-    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
-                   help="read each process twice, SECONDS apart, and keep only the pages "
-                        "that held still (as `estimate --watch`)")
     p.add_argument("--output", required=True, metavar="DIR", help="directory for the files")
     p.add_argument("--host", metavar="NAME", help="host name to record (default: this host's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,8 +54,7 @@ def run(args):
     if not specs:
         raise CliError("fingerprint: give at least one source: --pid PID, --core FILE, "
                        "--image FILE or --all-pids")
-    if args.watch is not None and not 0 <= args.watch <= 86400:
-        raise CliError(f"--watch must be between 0 and 86400 seconds, got {args.watch}")
+    check_watch(args.watch)
     host = args.host or default_host()
     if not host.strip():
         raise CliError("--host must not be empty")
