@@ -88,8 +88,11 @@ def drop_cache(paths):
             os.close(fd)
 
 
-def run_estimate(paths):
-    cmd = [sys.executable, "-m", "ksm_engine", "estimate", "--json"]
+def run_estimate(paths, command=("estimate",)):
+    """Runs `ksm-engine COMMAND --json --image PATH...` (also used for
+    `fingerprint` by bench_fingerprint.py); returns (its JSON, wall seconds,
+    rusage, peak RssAnon bytes)."""
+    cmd = [sys.executable, "-m", "ksm_engine", *command, "--json"]
     for p in paths:
         cmd += ["--image", p]
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -118,7 +121,7 @@ def run_estimate(paths):
     done.set()
     t.join()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"estimate failed: {err.decode()[-2000:]}")
+        raise SystemExit(f"{command[0]} failed: {err.decode()[-2000:]}")
     return json.loads(out), wall, usage, peak_anon[0]
 
 

@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -43,12 +42,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.machine_info import machine_info, results_path  # noqa: E402
 from ksm_engine.apps.fleet import aggregate  # noqa: E402
 from ksm_engine.apps.fleet.counts import group_counters, parse_knobs  # noqa: E402
 from ksm_engine.apps.fleet.fpfile import open_fingerprint_file, write_fingerprints  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "benchmarks", "results", "fleet_scale.json")
 
 
 def _mix(x, seed):
@@ -154,19 +152,18 @@ def main():
                       "generate_seconds": round(gen, 1)})
             print(json.dumps(r), flush=True)
             out.append(r)
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "load_before": [round(x, 2) for x in load],
-                          "load_after": [round(x, 2) for x in os.getloadavg()]},
-              "command": " ".join(sys.argv), "runs": out}
+    record = {"command": " ".join(sys.argv), "runs": out,
+              "load_before": [round(x, 2) for x in load],
+              "load_after": [round(x, 2) for x in os.getloadavg()], "machine": machine_info()}
+    path = results_path("fleet_scale.json")
     old = []
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
+    if os.path.exists(path):
+        with open(path) as f:
             old = json.load(f)
-    with open(RESULTS, "w") as f:
+    with open(path, "w") as f:
         json.dump(old + [record], f, indent=1)
         f.write("\n")
-    print(json.dumps(record["machine"]))
+    print(json.dumps({"load_before": record["load_before"], "load_after": record["load_after"]}))
 
 
 if __name__ == "__main__":
