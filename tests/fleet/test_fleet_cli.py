@@ -89,11 +89,16 @@ def test_text_report_and_placement_csv(tmp_path, small_fleet):
     assert x["pages_sharing"] == want["pages_sharing"]
 
 
-def test_placement_fits_and_beats_random(tmp_path, small_fleet):
+def test_placement_fits_and_beats_random_plot_and_a_file_named_twice(tmp_path, small_fleet):
+    # one run for three things: placement, the heatmap, the same file read once
+    pytest.importorskip("matplotlib")
     fleet, paths = small_fleet
     pages = sum(len(i) for _, _, i in fleet)
     ram = (pages // 2) * PAGE
-    doc = _fleet_json(*paths, "--hosts", "3", "--host-ram", str(ram))
+    out = tmp_path / "sharing.png"
+    doc = _fleet_json(paths[0], tmp_path / "fps", paths[0], "--hosts", "3", "--host-ram", str(ram),
+                      "--plot", out)
+    assert len(doc["sources"]) == len(fleet) and doc["pages"] == pages
     p = doc["placement"]
     assert p["feasible"] and p["plans"]["search"]["fits"]
     for h in p["plans"]["search"]["hosts"]:
@@ -101,6 +106,8 @@ def test_placement_fits_and_beats_random(tmp_path, small_fleet):
     assert p["plans"]["search"]["saving_pages"] >= p["plans"]["random"]["saving_pages"]
     assert p["plans"]["search"]["saving_pages"] >= p["plans"]["today"]["saving_pages"]
     assert set(p["plans"]["search"]["assignment"]) == {n for n, _, _ in fleet}
+    assert doc["plot"] == str(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_placement_that_cannot_fit_is_exit_1_saying_by_how_much(small_fleet):
@@ -110,22 +117,6 @@ def test_a_placement_that_cannot_fit_is_exit_1_saying_by_how_much(small_fleet):
     assert "no placement on 2 hosts of 64.0 KiB fits" in r.stderr
     assert "more" in r.stderr and "Traceback" not in r.stderr
     assert "5. Placement" in r.stdout
-
-
-def test_plot_writes_a_heatmap(tmp_path, small_fleet):
-    pytest.importorskip("matplotlib")
-    fleet, paths = small_fleet
-    out = tmp_path / "sharing.png"
-    doc = _fleet_json(*paths, "--plot", out)
-    assert doc["plot"] == str(out)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_the_same_file_twice_is_read_once(tmp_path, small_fleet):
-    fleet, paths = small_fleet
-    doc = _fleet_json(paths[0], tmp_path / "fps", paths[0])
-    assert len(doc["sources"]) == len(fleet)
-    assert doc["pages"] == sum(len(i) for _, _, i in fleet)
 
 
 def test_the_same_source_in_two_files_is_refused(tmp_path, small_fleet):
@@ -235,6 +226,5 @@ def test_a_local_cluster_of_processes_gives_the_same_result(tmp_path, small_flee
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["cluster"] == {"scheduler": "local", "processes": True, "workers": 2}
-    threads = _fleet_json(*paths, "--workers", "1")
-    for key in ("all_on_one_host", "placed_today", "sharing", "histogram"):
-        assert doc[key] == threads[key]
+    for run, want in zip(doc["all_on_one_host"]["runs"], _expected_runs([i for _, _, i in fleet])):
+        assert {k: run[k] for k in COUNTERS} == {k: want[k] for k in COUNTERS}
