@@ -28,6 +28,7 @@ def _expected_runs(id_arrays, mps=256):
 def _fleet_json(*args, **kw):
     r = run_cli("fleet", *args, "--json", "--threads", **kw)
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""          # no Dask warning or log line leaks out
     return json.loads(r.stdout)
 
 
@@ -224,6 +225,7 @@ def test_a_local_cluster_of_processes_gives_the_same_result(tmp_path, small_flee
     fleet, paths = small_fleet
     r = run_cli("fleet", *paths, "--json", "--workers", "2")
     assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
     doc = json.loads(r.stdout)
     assert doc["cluster"] == {"scheduler": "local", "processes": True, "workers": 2}
     for run, want in zip(doc["all_on_one_host"]["runs"], _expected_runs([i for _, _, i in fleet])):

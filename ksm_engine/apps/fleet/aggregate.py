@@ -19,8 +19,8 @@ Where it runs (connect()):
   config key scheduler-address): that dask.distributed cluster; a
   scheduler that does not answer within the timeout, or has no worker
   within it, is FleetRuntimeError;
-  none: an embedded LocalCluster on 127.0.0.1 (no dashboard), stopped
-  at the end.
+  none: an embedded LocalCluster on 127.0.0.1 (its HTTP server on a
+  free loopback port), stopped at the end.
 Tasks of a worker that dies are run again elsewhere by Dask
 (distributed.scheduler.allowed-failures), so the result does not change.
 """
@@ -109,8 +109,10 @@ def connect(address=None, *, workers=2, processes=True, threads_per_worker=1,
             else:
                 # threads: in-process comms (no socket); processes: loopback only
                 net = {"host": "127.0.0.1"} if processes else {}
+                # the scheduler's HTTP server runs even without a dashboard
+                # (bokeh): on loopback and a free port, never a fixed 8787
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                                       processes=processes, dashboard_address=None,
+                                       processes=processes, dashboard_address="127.0.0.1:0",
                                        memory_limit=memory_limit, silence_logs=logging.ERROR,
                                        **net)
                 client = Client(cluster, set_as_default=False)
