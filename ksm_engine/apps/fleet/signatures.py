@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_SOURCES = 1 << 15
+BINCOUNT_LIMIT = 1 << 22       # (source, copies) cells counted with bincount
 SEED1 = np.uint64(0x243F6A8885A308D3)    # pi's digits: two unrelated seeds
 SEED2 = np.uint64(0x13198A2E03707344)
 
@@ -129,14 +130,44 @@ def from_rows(fp_hi, fp_lo, count, src, nsources):
         same_fp = (fh[1:] == fh[:-1]) & (fl[1:] == fl[:-1])
     gstart = np.flatnonzero(np.concatenate(([True], ~same_fp)))
     length = np.diff(np.append(gstart, len(c)))
+    per_source = (np.bincount(s, minlength=nsources).astype(np.int64),
+                  np.bincount(s, weights=c, minlength=nsources).astype(np.int64))
+    # most contents are held by one source: their signature is that one
+    # pair, counted straight (no hashing, no sort of the contents)
+    one = length == 1
+    singles = _single_pairs(s[gstart[one]], c[gstart[one]], nsources)
+    rows = _ranges(gstart[~one], length[~one])
+    s, c, length = s[rows], c[rows], length[~one]
+    gstart = np.cumsum(length) - length
+    k1, k2 = _keys(s, c, gstart)
+    t = SigTable(k1, k2, np.ones(len(gstart), np.int64), length, s, c, *per_source)
+    return reduce(concat([singles, t]))
+
+
+def _keys(s, c, gstart):
+    """The 128-bit keys of the signatures whose pairs (s, c) start at gstart."""
+    if not len(gstart):
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     x = (s.astype(np.uint64) << np.uint64(48)) | c.astype(np.uint64)
     with np.errstate(over="ignore"):
-        k1 = np.add.reduceat(_mix(x ^ SEED1), gstart)
-        k2 = np.add.reduceat(_mix(x ^ SEED2), gstart)
-    t = SigTable(k1, k2, np.ones(len(gstart), np.int64), length, s, c,
-                 np.bincount(s, minlength=nsources).astype(np.int64),
-                 np.bincount(s, weights=c, minlength=nsources).astype(np.int64))
-    return reduce(t)
+        return (np.add.reduceat(_mix(x ^ SEED1), gstart),
+                np.add.reduceat(_mix(x ^ SEED2), gstart))
+
+
+def _single_pairs(s, c, nsources):
+    """The SigTable of one-pair signatures (s[i], c[i]), each counted."""
+    top = int(c.max()) + 1 if len(c) else 1
+    if nsources * top <= BINCOUNT_LIMIT:         # small copies: count, no sort
+        mult = np.bincount(s.astype(np.int64) * top + c, minlength=nsources * top)
+        pairs = np.flatnonzero(mult)
+        mult = mult[pairs]
+        s1, c1 = (pairs // top).astype(np.int32), pairs % top
+    else:
+        pairs, mult = np.unique((s.astype(np.int64) << 48) | c, return_counts=True)
+        s1, c1 = (pairs >> 48).astype(np.int32), pairs & ((1 << 48) - 1)
+    k1, k2 = _keys(s1, c1, np.arange(len(pairs)))
+    z = np.zeros(nsources, np.int64)
+    return SigTable(k1, k2, mult.astype(np.int64), np.ones(len(pairs), np.int64), s1, c1, z, z)
 
 
 def concat(tables):
