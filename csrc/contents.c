@@ -91,14 +91,13 @@ static const uint64_t fp_key[32] = {
     0x6db5a2de7084e217ull, 0x82b164850fb2cbb1ull, 0x6dfd4f982b367af2ull, 0xa63e9372e2b6abfcull,
 };
 
+/* The final mix: SplitMix64's finaliser (every input bit reaches every
+ * output bit). */
 static inline uint64_t fp_avalanche(uint64_t h)
 {
-    h ^= h >> 33;
-    h *= FP_P2;
-    h ^= h >> 29;
-    h *= FP_P3;
-    h ^= h >> 32;
-    return h;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
 }
 
 /* The 128-bit product of a and b, its halves added (the final mix). */

@@ -197,7 +197,7 @@ uint32_t ke_jhash2_2009(const uint32_t *k, uint32_t length, uint32_t initval);
 /* --- page fingerprints and the count table of distinct contents
  *     (contents.c; ksm_engine/contents.py) --- */
 /* Names the fingerprint function; files of fingerprints carry it. */
-#define KE_FP_VERSION 2
+#define KE_FP_VERSION 3
 /* The smallest count table: 1024 slots of 32 bytes. */
 #define KE_COUNTS_MIN_BYTES 32768
 typedef struct ke_counts ke_counts;

@@ -18,10 +18,17 @@ Method:
      wait4 (ru_maxrss: VmHWM, anonymous and file-mapped together, so an
      upper bound of the anonymous peak) and RssAnon sampled from
      /proc/PID/status every 20 ms.
-  3. --cold first drops the images from the page cache
-     (posix_fadvise(DONTNEED) on each file, nothing else's cache), so the
-     disk is read too; by default they are in the page cache as written.
-  4. The counters of the JSON are checked against what the layout implies.
+  3. By default (hot) every image is read once before the timed run, so
+     that its pages are in the page cache and the run measures the
+     estimate (read from the cache, hash, count), not the disk.  --cold
+     drops the images from the page cache instead (posix_fadvise(DONTNEED)
+     on each file, nothing else's cache): the disk is read too.
+  4. Besides the wall clock: the CPU time it took (user + system, from
+     wait4: GB per CPU second is the speed on one core of its own) and the
+     time it spent runnable but waiting for a CPU (/proc/PID/schedstat's
+     second field, sampled): on a shared machine the wall clock includes
+     other programs' turns.
+  5. The JSON's pages and zero pages are checked against the layout.
 
     python scripts/bench_estimate_stream.py                       # 8 GiB, 4 images
     python scripts/bench_estimate_stream.py --total-gib 64 --images 8 --holes 0.75
@@ -60,8 +67,10 @@ def block_bytes(kind, image, j):
 
 
 def write_images(directory, images, size, holes):
-    """Writes the images; returns their paths and the layout's expectations."""
+    """Writes the images; returns their paths and how many of their pages
+    are zero (zero blocks and holes)."""
     paths = []
+    zero = 0
     rng = np.random.default_rng(0)
     nblocks = size // BLOCK
     hole = rng.random((images, nblocks)) < holes
@@ -70,12 +79,22 @@ def write_images(directory, images, size, holes):
         with open(path, "wb") as f:
             f.truncate(size)
             for j in range(nblocks):
+                if hole[i, j] or KINDS[j % len(KINDS)] == "zero":
+                    zero += BLOCK // PAGE
                 if hole[i, j]:
                     continue
                 f.seek(j * BLOCK)
                 f.write(block_bytes(KINDS[j % len(KINDS)], i, j))
         paths.append(path)
-    return paths
+    return paths, zero
+
+
+def warm_cache(paths):
+    buf = bytearray(BLOCK)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
 
 
 def drop_cache(paths):
@@ -91,7 +110,7 @@ def drop_cache(paths):
 def run_estimate(paths, command=("estimate",)):
     """Runs `ksm-engine COMMAND --json --image PATH...` (also used for
     `fingerprint` by bench_fingerprint.py); returns (its JSON, wall seconds,
-    rusage, peak RssAnon bytes)."""
+    rusage, peak RssAnon bytes, seconds it waited for a CPU)."""
     cmd = [sys.executable, "-m", "ksm_engine", *command, "--json"]
     for p in paths:
         cmd += ["--image", p]
@@ -99,6 +118,7 @@ def run_estimate(paths, command=("estimate",)):
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     peak_anon = [0]
+    sched = [0, 0]                 # /proc/PID/schedstat: ns on a CPU, ns waiting for one
     done = threading.Event()
 
     def sample():
@@ -108,7 +128,9 @@ def run_estimate(paths, command=("estimate",)):
                     for line in f:
                         if line.startswith("RssAnon:"):
                             peak_anon[0] = max(peak_anon[0], int(line.split()[1]) * 1024)
-            except OSError:
+                with open(f"/proc/{proc.pid}/schedstat") as f:
+                    sched[:] = [int(x) for x in f.read().split()[:2]]
+            except (OSError, ValueError):
                 pass
             done.wait(0.02)
 
@@ -122,7 +144,7 @@ def run_estimate(paths, command=("estimate",)):
     t.join()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[0]} failed: {err.decode()[-2000:]}")
-    return json.loads(out), wall, usage, peak_anon[0]
+    return json.loads(out), wall, usage, peak_anon[0], sched[1] / 1e9
 
 
 def main():
@@ -138,21 +160,27 @@ def main():
     directory = tempfile.mkdtemp(prefix="ksm-estimate-bench-", dir=args.dir)
     try:
         t0 = time.perf_counter()
-        paths = write_images(directory, args.images, size, args.holes)
+        paths, zero_pages = write_images(directory, args.images, size, args.holes)
         written = time.perf_counter() - t0
         if args.cold:
             drop_cache(paths)
-        doc, wall, usage, peak_anon = run_estimate(paths)
+        else:
+            warm_cache(paths)
+        doc, wall, usage, peak_anon, waited = run_estimate(paths)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     nbytes = size * args.images
     assert doc["pages"] == nbytes // PAGE, (doc["pages"], nbytes // PAGE)
+    assert doc["zero_pages"] == zero_pages, (doc["zero_pages"], zero_pages)
     r0 = doc["runs"][0]
     record = {
         "images": args.images, "bytes": nbytes, "holes": args.holes, "cold": args.cold,
         "seconds": round(wall, 3), "GB_per_s": round(nbytes / wall / 1e9, 3),
         "max_rss_bytes": usage.ru_maxrss * 1024, "peak_rss_anon_bytes": peak_anon,
         "cpu_user_s": round(usage.ru_utime, 3), "cpu_sys_s": round(usage.ru_stime, 3),
+        "GB_per_cpu_s": round(nbytes / (usage.ru_utime + usage.ru_stime) / 1e9, 3),
+        "runqueue_wait_s": round(waited, 3),
+        "loadavg_after": os.getloadavg(),
         "distinct": doc["contents"]["distinct"], "table_bytes": doc["contents"]["table_bytes"],
         "zero_pages": doc["zero_pages"], "pages_shared": r0["pages_shared"],
         "pages_sharing": r0["pages_sharing"], "saving_percent": r0["saving_percent"],

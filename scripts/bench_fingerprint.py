@@ -36,7 +36,7 @@ def main():
         paths = write_images(directory, args.images, size, 0.0)
         out = os.path.join(directory, "fps")
         command = ("fingerprint", "--output", out)
-        doc, wall, usage, peak_anon = run_estimate(
+        doc, wall, usage, peak_anon, _ = run_estimate(
             paths, command)
         files = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     finally:

@@ -1,8 +1,9 @@
 """`ksm-engine estimate`: what KSM would save on real memory, and how fast.
 
-The engine side is ksm_engine.apps.estimate (sources, loading, the two KSM runs,
-the time model); this module turns arguments into sources and the result
-into a table or JSON.  The sources keep the order they were given in
+The logic is ksm_engine.apps.estimate (the sources, the content counts,
+the settled counters, the engine run on request, the time model); this
+module turns arguments into sources, faults into CliError (exit 2 for bad
+input, 1 for runtime failures) and the result into a table or JSON.  The sources keep the order they were given in
 (--pid, --core and --image may be mixed), one process each.
 """
 

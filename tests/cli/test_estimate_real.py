@@ -116,7 +116,7 @@ def test_gcore_of_a_live_process_equals_the_process():
         out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ksm-estimate-gcore-{os.getpid()}")
         try:
             r = subprocess.run(["gcore", "-o", out, str(child.pid)], capture_output=True,
-                               text=True, timeout=120)
+                               text=True, timeout=300, env=target_env())
             core = f"{out}.{child.pid}"
             if r.returncode != 0 or not os.path.exists(core):
                 pytest.skip(f"gcore could not dump the child here: {r.stderr.strip()[-200:]}")
@@ -205,3 +205,37 @@ def test_a_process_that_exits_while_read_is_a_runtime_failure():
     assert e.value.exit_code == EXIT_FAILURE
     assert f"pid {child.pid}" in str(e.value) and "exited while being read" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_an_image_truncated_while_read_is_bad_input(tmp_path):
+    """Planned at 64 pages, cut to 10 before the read: a one-line reason."""
+    from ksm_engine.apps import estimate as est
+
+    path = tmp_path / "a.img"
+    path.write_bytes(os.urandom(64 * PAGE))
+    srcs = est.open_sources([("image", str(path))])
+    try:
+        os.truncate(path, 10 * PAGE)
+        with pytest.raises(est.EstimateError, match="the file ended at byte 40960"):
+            est.estimate(srcs)
+    finally:
+        for s in srcs:
+            s.close()
+
+
+def test_images_with_more_than_64_mib_duplicated(tmp_path):
+    """Two identical 40 MiB images (80 MiB duplicated, 40 MiB of it saved):
+    the counts and the engine (one machine per run, no unmerge) agree."""
+    import numpy as np
+
+    data = np.random.default_rng(12).bytes(40 << 20)
+    paths = []
+    for name in ("a.img", "b.img"):
+        path = tmp_path / name
+        path.write_bytes(data)
+        paths += ["--image", path]
+    doc = estimate_json(*paths, "--engine")
+    assert doc["engine_agrees"] is True and doc["answered_by"] == "engine"
+    for r in doc["runs"]:
+        assert (r["pages_shared"], r["pages_sharing"], r["pages_unshared"]) == (10240, 10240, 0)
+        assert r["saving_bytes"] == 40 << 20

@@ -21,6 +21,7 @@ from ...images import ImageError, check_image
 from ...machine import PAGE_SIZE
 
 CHUNK_BYTES = 8 << 20        # bytes read at once (one reusable buffer per source)
+READAHEAD = 4                # chunks of a file asked ahead (POSIX_FADV_WILLNEED)
 
 
 class EstimateError(ValueError):
@@ -139,7 +140,12 @@ class FileSource(Source):
             pass
 
     def _read(self, view, pos):
-        return os.preadv(self._fd, [view], pos)
+        got = os.preadv(self._fd, [view], pos)
+        try:        # the next chunks are read from the disk while this one is hashed
+            os.posix_fadvise(self._fd, pos + got, READAHEAD * len(view), os.POSIX_FADV_WILLNEED)
+        except (OSError, AttributeError):
+            pass
+        return got
 
     def close(self):
         super().close()
