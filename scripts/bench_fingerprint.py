@@ -33,7 +33,7 @@ def main():
     size = (args.total_gib << 30) // args.images // BLOCK * BLOCK
     directory = tempfile.mkdtemp(prefix="ksm-fingerprint-bench-", dir=args.dir)
     try:
-        paths = write_images(directory, args.images, size, 0.0)
+        paths, _ = write_images(directory, args.images, size, 0.0)
         out = os.path.join(directory, "fps")
         command = ("fingerprint", "--output", out)
         doc, wall, usage, peak_anon, _ = run_estimate(
