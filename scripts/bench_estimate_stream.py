@@ -49,7 +49,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.machine_info import machine_info, results_path  # noqa: E402
+from benchmarks.machine_info import append_result, machine_info  # noqa: E402
 
 BLOCK = 16 << 20
 PAGE = 4096
@@ -187,14 +187,7 @@ def main():
         "write_seconds": round(written, 1), "machine": machine_info(),
     }
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    path = results_path("estimate_stream.json")
-    runs = []
-    if os.path.exists(path):
-        with open(path) as f:
-            runs = json.load(f)
-    runs.append(record)
-    with open(path, "w") as f:
-        json.dump(runs, f, indent=1)
+    append_result("estimate_stream.json", record)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from benchmarks.machine_info import machine_info, results_path  # noqa: E402
+from benchmarks.machine_info import append_result, machine_info  # noqa: E402
 from bench_estimate_stream import BLOCK, run_estimate, write_images  # noqa: E402
 
 
@@ -49,14 +49,7 @@ def main():
               "cpu_sys_s": round(usage.ru_stime, 3), "file_bytes": files,
               "contents": sum(f["contents"] for f in doc["files"]), "machine": machine_info()}
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    path = results_path("fingerprint_stream.json")
-    runs = []
-    if os.path.exists(path):
-        with open(path) as f:
-            runs = json.load(f)
-    runs.append(record)
-    with open(path, "w") as f:
-        json.dump(runs, f, indent=1)
+    append_result("fingerprint_stream.json", record)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.machine_info import machine_info, results_path  # noqa: E402
+from benchmarks.machine_info import append_result, machine_info  # noqa: E402
 from ksm_engine.apps.fleet import aggregate  # noqa: E402
 from ksm_engine.apps.fleet.counts import group_counters, parse_knobs  # noqa: E402
 from ksm_engine.apps.fleet.fpfile import open_fingerprint_file, write_fingerprints  # noqa: E402
@@ -155,14 +155,7 @@ def main():
     record = {"command": " ".join(sys.argv), "runs": out,
               "load_before": [round(x, 2) for x in load],
               "load_after": [round(x, 2) for x in os.getloadavg()], "machine": machine_info()}
-    path = results_path("fleet_scale.json")
-    old = []
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-    with open(path, "w") as f:
-        json.dump(old + [record], f, indent=1)
-        f.write("\n")
+    append_result("fleet_scale.json", record)
     print(json.dumps({"load_before": record["load_before"], "load_after": record["load_after"]}))
 
 
