@@ -11,7 +11,7 @@ benchmark with (docs/benchmarks.md):
 (`-o addopts=""` drops the project's --benchmark-skip, which pytest-benchmark
 refuses to combine with --benchmark-only.)
 
-Groups: checksum, memcmp, tree, scan, settle, cow, estimate (and balloon,
+Groups: checksum, memcmp, tree, scan, settle, cow, estimate, fleet (and balloon,
 memory access from their owners' files).  Each benchmark records what it
 measured per unit (pages, bytes) in extra_info, so the JSON carries rates.
 """

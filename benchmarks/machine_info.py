@@ -75,3 +75,20 @@ def rss_bytes():
 def results_path(name):
     os.makedirs(RESULTS, exist_ok=True)
     return os.path.join(RESULTS, name)
+
+
+def append_result(name, record):
+    """Appends record to the JSON list in benchmarks/results/NAME (made if
+    missing); returns the path."""
+    import json
+
+    path = results_path(name)
+    runs = []
+    if os.path.exists(path):
+        with open(path) as f:
+            runs = json.load(f)
+    runs.append(record)
+    with open(path, "w") as f:
+        json.dump(runs, f, indent=1)
+        f.write("\n")
+    return path

@@ -49,7 +49,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.machine_info import machine_info, results_path  # noqa: E402
+from benchmarks.machine_info import append_result, machine_info  # noqa: E402
 
 BLOCK = 16 << 20
 PAGE = 4096
@@ -107,8 +107,11 @@ def drop_cache(paths):
             os.close(fd)
 
 
-def run_estimate(paths):
-    cmd = [sys.executable, "-m", "ksm_engine", "estimate", "--json"]
+def run_estimate(paths, command=("estimate",)):
+    """Runs `ksm-engine COMMAND --json --image PATH...` (also used for
+    `fingerprint` by bench_fingerprint.py); returns (its JSON, wall seconds,
+    rusage, peak RssAnon bytes, seconds it waited for a CPU)."""
+    cmd = [sys.executable, "-m", "ksm_engine", *command, "--json"]
     for p in paths:
         cmd += ["--image", p]
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -140,7 +143,7 @@ def run_estimate(paths):
     done.set()
     t.join()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"estimate failed: {err.decode()[-2000:]}")
+        raise SystemExit(f"{command[0]} failed: {err.decode()[-2000:]}")
     return json.loads(out), wall, usage, peak_anon[0], sched[1] / 1e9
 
 
@@ -184,14 +187,7 @@ def main():
         "write_seconds": round(written, 1), "machine": machine_info(),
     }
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    path = results_path("estimate_stream.json")
-    runs = []
-    if os.path.exists(path):
-        with open(path) as f:
-            runs = json.load(f)
-    runs.append(record)
-    with open(path, "w") as f:
-        json.dump(runs, f, indent=1)
+    append_result("estimate_stream.json", record)
 
 
 if __name__ == "__main__":

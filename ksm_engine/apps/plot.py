@@ -88,3 +88,30 @@ def plot_history(history, path, title=None):
     finally:
         plt.close(fig)
     return path
+
+
+def plot_sharing_matrix(names, matrix, path, title=None):
+    """A heatmap of the fleet's sharing matrix (distinct contents each
+    pair of sources both hold; the diagonal, a source's own, is left
+    blank so that the pairs set the colour scale).  Returns path."""
+    import numpy as np
+
+    plt = _pyplot()
+    m = np.array(matrix, dtype=float)
+    np.fill_diagonal(m, np.nan)
+    n = len(names)
+    side = min(4 + 0.35 * n, 30)
+    fig, ax = plt.subplots(figsize=(side + 2, side), dpi=110)
+    try:
+        im = ax.imshow(m, cmap="viridis", interpolation="nearest")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xticklabels(names, rotation=90, fontsize="small")
+        ax.set_yticklabels(names, fontsize="small")
+        fig.colorbar(im, ax=ax, label="distinct non-zero contents held by both")
+        ax.set_title(title or "Sharing between sources (pages of content both hold)")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

@@ -6,7 +6,6 @@ module turns arguments into sources, faults into CliError (exit 2 for bad
 input, 1 for runtime failures) and the result into a table or JSON.  The sources keep the order they were given in
 (--pid, --core and --image may be mixed), one process each.
 """
-import argparse
 
 from ..apps.estimate import EstimateError, estimate, open_sources
 from ..apps.ksmd_calibration import CalibrationError, load_model
@@ -14,7 +13,7 @@ from ..machine import PAGE_SIZE
 from ..units import format_size
 from . import render
 from .errors import EXIT_FAILURE, EXIT_USAGE, CliError, os_error
-from .options import knob_assignments
+from .options import add_source_arguments, check_watch, knob_assignments
 
 HELP = "predict KSM's saving on a live process, a core file or a memory image"
 DESCRIPTION = """\
@@ -72,23 +71,8 @@ runtime failure (a process that exits while read), 2 bad arguments or an
 unusable source"""
 
 
-class _SourceAction(argparse.Action):
-    """Appends (kind, value) to args.sources, keeping the command-line order."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        items = getattr(namespace, "sources", None) or []
-        items.append((self.dest, values))
-        namespace.sources = items
-
-
 def add_arguments(p):
-    p.set_defaults(sources=[])
-    p.add_argument("--pid", dest="pid", action=_SourceAction, metavar="PID",
-                   help="a live process's private anonymous memory (repeatable)")
-    p.add_argument("--core", dest="core", action=_SourceAction, metavar="FILE",
-                   help="an ELF core file (repeatable)")
-    p.add_argument("--image", dest="image", action=_SourceAction, metavar="FILE",
-                   help="a raw memory image (repeatable)")
+    add_source_arguments(p)
     p.add_argument("--pages-to-scan", type=int, default=100, metavar="P",
                    help="ksmd's pages_to_scan for the time prediction (default 100)")
     p.add_argument("--sleep-millisecs", type=int, default=20, metavar="S",
@@ -97,12 +81,6 @@ def add_arguments(p):
                    help="write a /sys/kernel/mm/ksm knob first (repeatable), e.g. max_page_sharing=16")
     p.add_argument("--max-full-scans", type=int, default=200, metavar="N",
                    help="give up after N full scans (default 200)")
-    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
-                   help="read each --pid twice, SECONDS apart: pages that changed are volatile "
-                        "(ksmd never merges them) and only the stable ones are counted")
-    p.add_argument("--core-zero-pages", action="store_true",
-                   help="count the all-zero pages of core files (left out by default: "
-                        "they may be memory never touched)")
     p.add_argument("--engine", action="store_true",
                    help="also run the engine's KSM over the sources (needs their memory): "
                         "its counters and full scans answer")
@@ -121,8 +99,7 @@ def compute(args, progress=None):
         raise CliError(f"--sleep-millisecs must not be negative, got {args.sleep_millisecs}")
     if args.max_full_scans < 1:
         raise CliError("--max-full-scans must be at least 1")
-    if args.watch is not None and not 0 <= args.watch <= 86400:
-        raise CliError(f"--watch must be between 0 and 86400 seconds, got {args.watch}")
+    check_watch(args.watch)
     if args.watch is not None and args.engine:
         raise CliError("--watch and --engine do not go together: the engine path reads "
                        "each source as it is")

@@ -21,6 +21,8 @@ COMMANDS = {
     "compare-kernel": ".compare_kernel_command",
     "calibrate": ".calibrate_command",
     "pool": ".pool_command",
+    "fingerprint": ".fingerprint_command",
+    "fleet": ".fleet_command",
 }
 
 
