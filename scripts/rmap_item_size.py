@@ -6,10 +6,10 @@ The card put KSM's per-page bookkeeping (the rmap_items) in Python.  The
 engine keeps it in C, in chunks of 512 records a page-table leaf
 (csrc/internal.h).  This script measures both sides on this interpreter:
 
-  C       sizeof(struct ke_rmap_item), the struct of csrc/internal.h
+  C       sizeof(struct rmap_item), the struct of csrc/internal.h
           declared to cffi as it stands in the header (ffi.sizeof, the
           compiler's layout rules), plus its share of the chunk table
-          (sizeof(struct ke_rmap_chunk) / 512 items).  The item's mm and
+          (sizeof(struct rmap_chunk) / 512 items).  The item's mm and
           virtual address are not stored: they follow from the chunk.
   Python  sys.getsizeof of an instance of a __slots__ class with the same
           fields (oldchecksum, prefix, the three tree/list links, flags,
@@ -57,11 +57,15 @@ def c_sizes():
     with open(INTERNAL_H) as f:
         text = f.read()
     ffi = FFI()
-    ffi.cdef(c_struct(text, "ke_rmap_item"))
-    ffi.cdef(c_struct(text, "ke_rmap_chunk"))
+    # the typed handles the item holds (one-field structs: `typedef struct
+    # { uint32_t idx; } rmap_id;`)
+    for handle in re.findall(r"^typedef struct \{[^}]*\} \w+_id;", text, re.MULTILINE):
+        ffi.cdef(handle)
+    ffi.cdef(c_struct(text, "rmap_item"))
+    ffi.cdef(c_struct(text, "rmap_chunk"))
     shift = re.search(r"#define RC_SHIFT (\w+)", text).group(1)
     bits = int(shift) if shift.isdigit() else int(re.search(rf"#define {shift} (\d+)", text).group(1))
-    return ffi.sizeof("struct ke_rmap_item"), ffi.sizeof("struct ke_rmap_chunk"), 1 << bits
+    return ffi.sizeof("struct rmap_item"), ffi.sizeof("struct rmap_chunk"), 1 << bits
 
 
 class RmapItem:

@@ -17,7 +17,7 @@ def test_rmap_item_size_script(capsys):
     assert mod.main(["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     with open(os.path.join(ROOT, "csrc", "internal.h")) as f:
-        asserted = re.search(r"_Static_assert\(sizeof\(struct ke_rmap_item\) == (\d+)", f.read())
+        asserted = re.search(r"_Static_assert\(sizeof\(struct rmap_item\) == (\d+)", f.read())
     assert out["c_rmap_item_bytes"] == int(asserted.group(1))
     assert 0 < out["c_chunk_record_bytes_per_item"] < 1
     assert out["python_slotted_record_fields_only_bytes_empty"] > 3 * out["c_rmap_item_bytes"]

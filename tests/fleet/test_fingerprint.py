@@ -77,7 +77,7 @@ def test_the_files_hold_the_documented_schema(tmp_path, sources):
     assert meta["format_version"] == 1 and meta["page_size"] == PAGE and meta["time"].endswith("+00:00")
     counts = t.column("count").to_numpy()
     assert counts.sum() + meta["zero_pages"] == meta["pages"] and len(counts) == meta["contents"]
-    assert os.path.basename(f["file"]) == f"alpha-image-guest0.img.parquet"
+    assert os.path.basename(f["file"]) == "alpha-image-guest0.img.parquet"
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 

@@ -2,7 +2,6 @@
 fingerprint files written from numpy: every report against figures
 computed from the content ids alone; bad files and arguments."""
 import json
-import os
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from ksm_engine.ksm.settled import ContentSummary, settled_counters
 
 from ..cli.conftest import assert_usage_error, run_cli
-from .conftest import random_fleet, write_fleet, write_source
+from .conftest import write_source
 
 PAGE = 4096
 COUNTERS = ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",

@@ -27,8 +27,8 @@ def _rows(rng, nsources, nfp, nrows, spread):
 def _expected(fh, fl, count, src):
     """{signature: contents} from a dict of holders per fingerprint."""
     holders = collections.defaultdict(collections.Counter)
-    for h, l, c, s in zip(fh.tolist(), fl.tolist(), count.tolist(), src.tolist()):
-        holders[(h, l)][s] += c
+    for hi, lo, c, s in zip(fh.tolist(), fl.tolist(), count.tolist(), src.tolist()):
+        holders[(hi, lo)][s] += c
     sigs = collections.Counter(tuple(sorted(v.items())) for v in holders.values())
     return sigs
 
