@@ -6,7 +6,7 @@ at 1 GB/s or faster.  One IMAGE_BYTES image (the vm_mix workload's pages,
 one file) is written once to a temporary directory; its pages are in the
 page cache for every round (the ingest, not the disk, is measured).
 
-  estimate_count    the estimate's count path (issue 12): the image read
+  estimate_count    the estimate's count path: the image read
                     8 MiB at a time, each page fingerprinted and counted
                     in C (estimate.count.count_sources), the summary taken
   estimate_ingest   estimate.open_sources([("image", path)]) and

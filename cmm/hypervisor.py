@@ -41,9 +41,9 @@ way the stub's record and the driver's loaned count can legitimately part.
 import threading
 from dataclasses import dataclass, field
 
-from .numbers import whole_number
+from ksm_engine import PAGE_SIZE
 
-PAGE_SIZE = 4096
+from .numbers import whole_number
 
 # hcall opcodes (arch/powerpc/include/asm/hvcall.h)
 H_PAGE_INIT = 0x2C

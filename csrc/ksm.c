@@ -748,7 +748,7 @@ static void cmp_and_merge_page(ke_machine *m, rmap_id item, uint32_t pfn,
 }
 
 /*
- * The 2009 cmp_and_merge_page (seed 004): the stable tree is searched
+ * The 2009 cmp_and_merge_page (Linux 2.6.32): the stable tree is searched
  * before the checksum test, a KSM page that fell out of the stable tree is
  * broken, the checksum is jhash2, and there are no zero pages or chains.
  * As the seed's ksm_do_scan(), a KSM page whose rmap_item is in the stable

@@ -83,7 +83,7 @@ struct ke_ksm_config {
     uint32_t max_page_sharing;   /* >= 2: most mappings one KSM page holds */
     uint32_t use_zero_pages;     /* merge zero-filled pages with the zero page */
     uint32_t smart_scan;         /* skip pages that stayed unmerged for long */
-    uint32_t compat_2009;        /* behave as the 2009 KSM (seed 004) */
+    uint32_t compat_2009;        /* behave as the 2009 KSM (Linux 2.6.32) */
     uint64_t max_kernel_pages;   /* 2009 only: most KSM pages, 0 = unlimited */
     uint64_t prune_millisecs;    /* stable_node_chains_prune_millisecs */
 };

@@ -36,7 +36,7 @@ def _frame_count(field, doc):
 class Machine:
     """A machine with ``ram`` bytes of page frames (an int or e.g. "256MiB").
 
-    ``ksm_compat="2009"`` makes its KSM behave as the 2009 patch (seed 004);
+    ``ksm_compat="2009"`` makes its KSM behave as the 2009 patch (KSM as first merged, Linux 2.6.32);
     the default follows Linux 6.x.  ``nr_zones`` splits the frames into that
     many equal zones (``page_zone``) for the balloon's migration code.
     ``clock`` is a function returning milliseconds (default: monotonic time);

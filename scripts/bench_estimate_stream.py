@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`ksm-engine estimate --image` end to end on large images (issue 12).
+"""`ksm-engine estimate --image` end to end on large images.
 
 Targets: 8 GiB of images at >= 1 GB/s end to end on one core (read, hash,
 count: the whole command, from start to its JSON), with peak anonymous RSS

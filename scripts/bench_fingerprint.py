@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`ksm-engine fingerprint --image` end to end (issue 13): the same target
+"""`ksm-engine fingerprint --image` end to end: the same target
 as the estimate's stream (>= 1 GB/s on one core, peak anonymous RSS
 <= 1 GiB on 8 GiB), on the same images as scripts/bench_estimate_stream.py
 (its write_images: shared, unique, zero and repeated 16 MiB blocks), from

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fleet scale: 10^8 fingerprints aggregated on Dask (issue 13).
+"""Fleet scale: 10^8 fingerprints aggregated on Dask.
 
 Target: 1e8 fingerprints (the distinct contents of about 381 GiB of
 memory) aggregated on this 2-core, 24 GiB machine by 2 local worker

@@ -15,7 +15,7 @@ machine: ksmd runs at nice 5 and other load lengthens its batches.
 --vm-mix MIB runs the workload vm_mix (4 VM-like raw images of MIB in all,
 ksm_engine.apps.workloads) in kernel_peer's children instead of interpreters.
 
-Targets (issue 12): time to settle within +-15% of the kernel's, ksmd's CPU
+Targets (the estimate's): time to settle within +-15% of the kernel's, ksmd's CPU
 within +-35%.  Exit status 0 when every median is within them, 1 otherwise.
 """
 import argparse

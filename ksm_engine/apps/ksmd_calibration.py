@@ -32,10 +32,10 @@ import datetime
 import errno
 import gzip
 import json
-import math
 import os
 import tempfile
 
+from ..validate import finite_number, is_int
 from .ksmd_model import COSTS, CostModel, default_model
 
 FORMAT = "ksm-engine ksmd calibration"
@@ -95,8 +95,11 @@ def to_json(model, measurements=None):
 
 
 def _number(obj, key):
-    v = obj.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+    try:
+        v = finite_number(obj.get(key), key)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} is not a non-negative number") from None
+    if v < 0:
         raise ValueError(f"{key} is not a non-negative number")
     return float(v)
 
@@ -119,7 +122,7 @@ def from_json(obj):
     if not isinstance(costs, dict) or set(costs) != set(COSTS):
         raise ValueError(f"costs must give exactly {', '.join(COSTS)}")
     hz = obj.get("hz")
-    if isinstance(hz, bool) or not isinstance(hz, int) or not 1 <= hz <= 10000:
+    if not is_int(hz) or not 1 <= hz <= 10000:
         raise ValueError("hz is not a CONFIG_HZ")
     return CostModel(costs={k: _number(costs, k) for k in COSTS}, hz=hz, source="calibrated",
                      **{f: _number(obj, f) for f in TIMING_FIELDS})

@@ -16,7 +16,7 @@ COUNTERS_6X = (
     "pages_scanned", "pages_skipped", "full_scans", "stable_node_chains",
     "stable_node_dups", "ksm_zero_pages", "general_profit",
 )
-# The 2009 patch's counters (seed 004).
+# The counters of the 2009 patch (KSM as first merged, Linux 2.6.32).
 COUNTERS_2009 = ("pages_shared", "kernel_pages_allocated")
 
 

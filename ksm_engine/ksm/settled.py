@@ -29,7 +29,7 @@ over (the per-process figures, below).  The rules, from mm/ksm.c:
 * pages_volatile: rmap_items - shared - sharing - unshared, 0 when nothing
   changes.  general_profit = (pages_sharing + ksm_zero_pages) * PAGE_SIZE -
   rmap_items * 64 (sizeof(struct ksm_rmap_item)).
-* The 2009 interface (compat="2009", seed 004) has no max_page_sharing: a
+* The 2009 interface (compat="2009", KSM as first merged) has no max_page_sharing: a
   content of n >= 2 copies is one KSM page (kernel_pages_allocated) with
   n - 1 more mappings (its pages_shared), n == 1 stays in the unstable
   tree.  max_kernel_pages other than 0 (unlimited) makes which contents

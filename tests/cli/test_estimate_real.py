@@ -1,4 +1,4 @@
-"""`ksm-engine estimate` on real memory (issue 12): interpreters holding
+"""`ksm-engine estimate` on real memory: interpreters holding
 identical numpy arrays well past any headroom, gdb's gcore of a live
 process against the process itself, a core in QEMU's dump-guest-memory
 layout, pages that change while watched, and faults (a process that exits

@@ -1,4 +1,4 @@
-"""Issue 11: the C core's handles have types.  rmap_items and stable nodes
+"""The C core's handles have types.  rmap_items and stable nodes
 are named by one-field structs (rmap_id, snode_id in csrc/internal.h), so
 passing one kind where the other is expected does not compile.  Checked on
 the kernel function the issue names, stable_tree_append(m, item, node),

@@ -2,7 +2,7 @@
 (its quick mix, run for real as a user runs it), the predicted time to settle
 and ksmd CPU for real Python interpreters (PR_SET_MEMORY_MERGE, 10 MiB of
 arrays each: shared, own, zero and sparse pages, and the interpreters' own
-memory) are within the targets of issue 12: +-15% for the time, +-35% for
+memory) are within the estimate's targets: +-15% for the time, +-35% for
 the CPU, at the default pace and at pages_to_scan=1000.
 
 ksmd runs at nice 5: when the machine is busy, other tasks delay its
