@@ -25,6 +25,7 @@ Runs:
                   the CPU of every full scan, for the calibration's fit.
 """
 import contextlib
+import ctypes
 import json
 import os
 import subprocess
@@ -86,8 +87,6 @@ def schedstat(pid):
 
 
 def _set_merge_any():
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0:
         os._exit(127)

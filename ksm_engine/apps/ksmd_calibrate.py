@@ -34,7 +34,7 @@ import numpy as np
 from .. import PAGE_SIZE
 from . import kernel_timing
 from .ksmd_calibration import kernel_hz
-from .ksmd_model import (COSTS, DEFAULT_COSTS, DEFAULT_TIMING, CostModel, timed_pass,
+from .ksmd_model import (COSTS, DEFAULT_COSTS, DEFAULT_TIMING, CostModel, predict, timed_pass,
                          read_knobs, scan_plan)
 from .estimate.count import summarize_sources
 
@@ -270,8 +270,6 @@ def against_kernel(recipes, knobs, model, max_full_scans=None, images=()):
     "predicted": the same from ksmd_model.predict; "ratio": predicted /
     kernel for the time and the CPU; "wait_per_wakeup": ksmd's mean
     run-queue wait per time it ran, seconds: how busy the machine was}."""
-    from .ksmd_model import predict
-
     start = functools.partial(kernel_timing.children_of, recipes=recipes or (), images=images)
     summary_of = functools.partial(_files_summary, images) if images else _pids_summary
     r = kernel_timing.run_paced(start, knobs, summary_of=summary_of,

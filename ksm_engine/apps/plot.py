@@ -13,6 +13,8 @@ balloon_loaned_pages are drawn against full_scan.
 """
 import os
 
+import numpy as np
+
 INSTALL_HINT = "pip install 'ksm-engine[plot]'"
 # (history field, legend label, line style, line width) in drawing order;
 # the balloon first and wide, since it follows pages_sharing closely.
@@ -94,7 +96,6 @@ def plot_sharing_matrix(names, matrix, path, title=None):
     """A heatmap of the fleet's sharing matrix (distinct contents each
     pair of sources both hold; the diagonal, a source's own, is left
     blank so that the pairs set the colour scale).  Returns path."""
-    import numpy as np
 
     plt = _pyplot()
     m = np.array(matrix, dtype=float)

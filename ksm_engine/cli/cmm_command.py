@@ -9,6 +9,7 @@ to load (e.g. EOPNOTSUPP without CMO) exits 1.
 import json
 import sys
 
+from ..apps.cmm_scenario import ScenarioError, load_scenario, run_scenario
 from .errors import EXIT_USAGE, CliError, os_error
 
 HELP = "run a CMM (pSeries balloon) scenario on a simulated clock"
@@ -52,8 +53,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ksm_engine.apps.cmm_scenario import ScenarioError, load_scenario, run_scenario
-
     try:
         scn = load_scenario(args.scenario)
     except ScenarioError as e:

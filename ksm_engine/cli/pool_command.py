@@ -11,6 +11,10 @@ exits 1.
 import os
 import sys
 
+from ..apps.pool import PoolCheckError, compare, load_pool_scenario, run_pool
+from ..apps.pool.plot import plot_pool
+from ..apps.scenario_fields import ScenarioError
+from ..ksm.sysfs import KnobError
 from . import render
 from .demo_command import check_plot
 from .errors import EXIT_FAILURE, EXIT_USAGE, CliError
@@ -57,9 +61,6 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..ksm.sysfs import KnobError
-    from ..apps.pool import PoolCheckError, compare, load_pool_scenario, run_pool
-    from ..apps.scenario_fields import ScenarioError
 
     try:
         scn = load_pool_scenario(args.scenario)
@@ -80,8 +81,6 @@ def run(args):
     finally:
         prog.done()
     if args.plot:
-        from ..apps.pool.plot import plot_pool
-
         try:
             plot_pool(runs, args.plot, title=f"ksm-engine pool: {os.path.basename(args.scenario)}")
         except OSError as e:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...contents import ContentCounts, fingerprint_pages
 from ...machine import PAGE_SIZE
-from .sources import CHUNK_BYTES
+from .sources import CHUNK_BYTES, open_sources
 
 
 def _fingerprints(src, chunk_bytes, say):
@@ -119,7 +119,6 @@ def summarize_sources(specs, *, chunk_bytes=CHUNK_BYTES):
     """The ContentSummary of the estimate's sources ([(kind, text)] as
     open_sources takes them), read once in order: what ksmd would scan in
     those processes, cores or images."""
-    from .sources import open_sources
     sources = open_sources(specs)
     try:
         with count_sources(sources, chunk_bytes=chunk_bytes, core_zero_pages=True) as counts:
