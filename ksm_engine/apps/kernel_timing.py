@@ -25,7 +25,6 @@ Runs:
                   the CPU of every full scan, for the calibration's fit.
 """
 import contextlib
-import ctypes
 import json
 import os
 import subprocess
@@ -37,7 +36,15 @@ from .kernel_peer import read_knob, write_knob
 
 SETTLED = ("pages_shared", "pages_sharing", "ksm_zero_pages", "stable_node_chains",
            "stable_node_dups")
-PR_SET_MEMORY_MERGE = 67
+# The first lines of a child interpreter: merge-any (PR_SET_MEMORY_MERGE,
+# 67) on itself.  Set before exec instead, the flag would miss the initial
+# stack (exec sets it up before the flag applies), whose pages ksmd would
+# then never scan while a content summary of the process counts them.
+MERGE_ANY_PRELUDE = """
+import ctypes, sys
+if ctypes.CDLL(None, use_errno=True).prctl(67, 1, 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_MEMORY_MERGE) failed")
+"""
 POLL_SECONDS = 0.002
 PASS_SLEEP_MS = 60           # run_passes: ksmd's pause after each full scan
 
@@ -45,8 +52,8 @@ PASS_SLEEP_MS = 60           # run_passes: ksmd's pause after each full scan
 # with kind "random" (pages of random bytes from the seed: equal seeds give
 # equal blocks), "zero", or "sparse" (pages of zeros with a few random
 # bytes: they compare deep in the trees, like real heap pages).
-INTERPRETER_CHILD = r"""
-import json, random, sys
+INTERPRETER_CHILD = MERGE_ANY_PRELUDE + r"""
+import json, random
 blocks = []
 for kind, pages, seed in json.loads(sys.argv[1]):
     r = random.Random(seed)
@@ -86,12 +93,6 @@ def schedstat(pid):
     return run, wait, slices
 
 
-def _set_merge_any():
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0:
-        os._exit(127)
-
-
 def start_interpreters(recipes):
     """Starts one interpreter per recipe, in order, each waiting once its
     memory is filled.  Returns the Popen objects (stop_children ends them)."""
@@ -99,8 +100,7 @@ def start_interpreters(recipes):
     try:
         for recipe in recipes:
             c = subprocess.Popen([sys.executable, "-S", "-c", INTERPRETER_CHILD, json.dumps(recipe)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 preexec_fn=_set_merge_any)
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             children.append(c)
             if c.stdout.readline().strip() != "ready":
                 raise RuntimeError("an interpreter child failed to start")
