@@ -27,7 +27,8 @@ from ...settle import DEFAULT_MAX_FULL_SCANS
 from .count import count_sources
 from .engine import engine_runs
 from .report import build, count_run, engine_run_report, predict_time
-from .sources import CHUNK_BYTES, EstimateError, Source, open_sources  # noqa: F401
+from .sources import CHUNK_BYTES, EstimateError, Source  # noqa: F401
+from .specs import open_sources  # noqa: F401  (re-exported)
 
 # Knobs the estimate sets itself (pages_to_scan and sleep_millisecs are the
 # pace of the prediction, given apart; advisor_mode=scan-time may be set: the

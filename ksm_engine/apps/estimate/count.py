@@ -25,7 +25,8 @@ import numpy as np
 
 from ...contents import ContentCounts, fingerprint_pages
 from ...machine import PAGE_SIZE
-from .sources import CHUNK_BYTES, open_sources
+from .sources import CHUNK_BYTES
+from .specs import open_sources
 
 
 def _fingerprints(src, chunk_bytes, say):

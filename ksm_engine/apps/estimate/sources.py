@@ -7,9 +7,9 @@ in scan order, through one reusable buffer of at most chunk_bytes.
 
   ImageSource  a raw memory image, all of it (here)
   CoreSource   an ELF core file's anonymous segments (core.py)
-  PidSource    a live process's private anonymous memory (pid.py)
+  PidSource    what ksmd would see of a live process (pid.py)
 
-open_sources(specs) opens them in the order given; faults raise
+specs.open_sources(specs) opens them in the order given; faults raise
 EstimateError (bad input: the CLI's exit 2) or OSError /
 ProcessLookupError (runtime: exit 1), each with a one-line message.
 """
@@ -164,35 +164,6 @@ class ImageSource(FileSource):
         self._open(path)
         self.extents = [(0, size)]
         self.info = {"bytes": size}
-
-
-def open_sources(specs):
-    """Sources from [(kind, text)] with kind "pid", "core" or "image".
-    Raises EstimateError for the first unusable one (the opened ones are
-    closed)."""
-    from .core import CoreSource
-    from .pid import PidSource, parse_pid, zero_pfn
-
-    out = []
-    pfn = None
-    try:
-        for kind, text in specs:
-            if kind == "pid":
-                pid = parse_pid(text)
-                if pfn is None:
-                    pfn = zero_pfn() or 0
-                out.append(PidSource(pid, pfn or None))
-            elif kind == "core":
-                out.append(CoreSource(text))
-            elif kind == "image":
-                out.append(ImageSource(text))
-            else:
-                raise ValueError(f"unknown source kind {kind!r}")
-        return out
-    except BaseException:
-        for s in out:
-            s.close()
-        raise
 
 
 def is_gone(exc):

@@ -19,7 +19,8 @@ import time
 
 from ...contents import FINGERPRINT_VERSION
 from ..estimate.count import count_sources
-from ..estimate.sources import CHUNK_BYTES, EstimateError, open_sources
+from ..estimate.sources import CHUNK_BYTES, EstimateError
+from ..estimate.specs import open_sources
 from .fpfile import file_name, write_fingerprints
 
 
