@@ -11,6 +11,7 @@ state before the first scan), as ksm_engine.apps.demo records it:
 pages_shared, pages_sharing, pages_unshared, pages_volatile and
 balloon_loaned_pages are drawn against full_scan.
 """
+import contextlib
 import os
 
 import numpy as np
@@ -44,6 +45,21 @@ def _pyplot():
     return plt
 
 
+@contextlib.contextmanager
+def figure(path, **subplots):
+    """plt.subplots(**subplots) as (fig, axes); leaving the block without an
+    error lays the figure out and saves it to path (the format follows the
+    extension); the figure is closed either way."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
 def check_available():
     """Raises PlotUnavailable unless matplotlib can be imported."""
     _pyplot()
@@ -72,9 +88,7 @@ def check_output_path(path):
 def plot_history(history, path, title=None):
     """Draws the history's series against full scans into path (the format
     follows the extension).  Returns path."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
-    try:
+    with figure(path, figsize=(9, 5), dpi=110) as (fig, ax):
         x = [h["full_scan"] for h in history]
         for key, label, style, width in SERIES:
             ax.plot(x, [h[key] for h in history], style, linewidth=width,
@@ -85,10 +99,6 @@ def plot_history(history, path, title=None):
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize="small")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -96,14 +106,11 @@ def plot_sharing_matrix(names, matrix, path, title=None):
     """A heatmap of the fleet's sharing matrix (distinct contents each
     pair of sources both hold; the diagonal, a source's own, is left
     blank so that the pairs set the colour scale).  Returns path."""
-
-    plt = _pyplot()
     m = np.array(matrix, dtype=float)
     np.fill_diagonal(m, np.nan)
     n = len(names)
     side = min(4 + 0.35 * n, 30)
-    fig, ax = plt.subplots(figsize=(side + 2, side), dpi=110)
-    try:
+    with figure(path, figsize=(side + 2, side), dpi=110) as (fig, ax):
         im = ax.imshow(m, cmap="viridis", interpolation="nearest")
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
@@ -111,8 +118,4 @@ def plot_sharing_matrix(names, matrix, path, title=None):
         ax.set_yticklabels(names, fontsize="small")
         fig.colorbar(im, ax=ax, label="distinct non-zero contents held by both")
         ax.set_title(title or "Sharing between sources (pages of content both hold)")
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
     return path

@@ -9,7 +9,7 @@ device), the
 pages each partition has loaned (CMM balloon), the pages of each partition
 the hypervisor has paged out.
 """
-from ..plot import _pyplot
+from ..plot import figure
 
 ROWS = (("pool", "pool pages (4 KiB)"), ("loaned_pages", "loaned pages (CMM)"),
         ("paged_pages", "hypervisor-paged pages"))
@@ -17,11 +17,9 @@ ROWS = (("pool", "pool pages (4 KiB)"), ("loaned_pages", "loaned pages (CMM)"),
 
 def plot_pool(runs, path, title=None):
     """Draws ``runs`` into ``path`` (format from the extension); returns path."""
-    plt = _pyplot()
     cols = len(runs)
-    fig, axes = plt.subplots(len(ROWS), cols, figsize=(5.5 * cols, 9), dpi=100,
-                             sharex=True, squeeze=False)
-    try:
+    with figure(path, nrows=len(ROWS), ncols=cols, figsize=(5.5 * cols, 9), dpi=100,
+                sharex=True, squeeze=False) as (fig, axes):
         for c, (label, r) in enumerate(runs.items()):
             steps = r["steps"]
             t = [s["t"] for s in steps]
@@ -41,8 +39,4 @@ def plot_pool(runs, path, title=None):
                 axes[row][c].legend(loc="best", fontsize="x-small")
             axes[-1][c].set_xlabel("simulated seconds")
         fig.suptitle(title or "ksm-engine pool")
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
     return path
