@@ -61,7 +61,6 @@ def add_arguments(p):
 
 
 def run(args):
-
     try:
         scn = load_pool_scenario(args.scenario)
     except ScenarioError as e:
